@@ -1,0 +1,28 @@
+"""Text to speech: one engine interface (piper, chattts, chatterbox) and the speech chunker.
+
+See :mod:`voice.tts.base` for the contract engines follow.
+"""
+
+from __future__ import annotations
+
+from voice.tts.base import (
+    ENGINES,
+    AudioChunk,
+    CancelToken,
+    EngineCache,
+    TTSEngine,
+    create_engine,
+    engine_names,
+    synthesize,
+)
+
+__all__ = [
+    "ENGINES",
+    "AudioChunk",
+    "CancelToken",
+    "EngineCache",
+    "TTSEngine",
+    "create_engine",
+    "engine_names",
+    "synthesize",
+]
