@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "voice.commands.models",
     "voice.commands.devices",
     "voice.commands.config",
+    "voice.commands.transcribe",
 )
 
 
