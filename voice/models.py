@@ -224,6 +224,7 @@ class Registry:
             path = self._try(entry, src, progress=False, materialize=False)
             if path is not None:
                 note = ""
+                size: int | None
                 if src.type == "assemble" and not self._assembled_dir(entry).exists():
                     note = "assembled into the cache on first use"
                     size = sum(
