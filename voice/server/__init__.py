@@ -1,0 +1,1 @@
+"""The WebSocket server: realtime protocol (sans-I/O), websockets shell and browser client."""
