@@ -1,0 +1,189 @@
+"""Piper (piper-tts, ONNX): the default engine, fast on CPU.
+
+Voices are registry names (kind ``tts-piper``) or paths to a ``.onnx`` file with its
+``.onnx.json`` beside it. Each voice loads once per engine, on first use; synthesis runs one
+sentence at a time in a worker thread, and ``cancel`` is checked between sentences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from voice.devices import DeviceChoice
+from voice.errors import ConfigError, InputError, ModelNotAvailable
+from voice.models import registry_for
+from voice.tts.base import AudioChunk, CancelToken
+from voice.tts.chunker import split_sentences
+
+if TYPE_CHECKING:
+    from voice.config import Config
+
+KIND = "tts-piper"
+INSTALL = "pip install piper-tts==1.8.0"
+
+
+def missing_dependency() -> str | None:
+    return None if importlib.util.find_spec("piper") is not None else INSTALL
+
+
+def create(cfg: Config, device: DeviceChoice) -> PiperEngine:
+    return PiperEngine(cfg, device)
+
+
+class PiperEngine:
+    """The Piper engine. Constructing it is cheap; voices load lazily and are cached."""
+
+    name = "piper"
+
+    def __init__(self, cfg: Config, device: DeviceChoice, *, threads: int = 0) -> None:
+        self.cfg = cfg
+        self.device = device
+        #: ONNX Runtime intra-op threads per voice; 0 = its default (all cores).
+        self.threads = threads
+        self._registry = registry_for(cfg)
+        self._voices: dict[Path, Any] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ voices
+    @property
+    def default_voice(self) -> str:
+        return self.cfg.tts.voice or self.cfg.tts.piper.voice
+
+    def voices(self) -> list[str]:
+        names = [n for n in self._registry.names(KIND) if self._registry.availability(n).available]
+        if self.default_voice not in names:
+            names.insert(0, self.default_voice)
+        return names
+
+    def resolve_voice(self, voice: str | None = None) -> Path:
+        """The .onnx file for a registry name or path; ConfigError/InputError when unusable."""
+        name = voice or self.default_voice
+        path = Path(name).expanduser()
+        if name not in self._registry.entries() and not path.exists():
+            if name.endswith(".onnx") or "/" in name:
+                raise InputError(f"Piper voice file {name} does not exist")
+            known = ", ".join(self._registry.names(KIND)) or "none"
+            raise ConfigError(f"unknown Piper voice {name!r} (registered: {known}; or give a .onnx path)")
+        resolved = self._registry.resolve(name, kind=KIND if name in self._registry.entries() else None)
+        onnx = resolved.path
+        if onnx.is_dir():
+            found = sorted(onnx.glob("*.onnx"))
+            if not found:
+                raise InputError(f"Piper voice folder {onnx} holds no .onnx file")
+            onnx = found[0]
+        if onnx.suffix != ".onnx":
+            raise InputError(f"Piper voice {onnx} is not a .onnx file")
+        if not Path(f"{onnx}.json").is_file():
+            raise InputError(f"Piper voice {onnx} has no {onnx.name}.json config beside it")
+        return onnx
+
+    @property
+    def sample_rate(self) -> int:
+        """The default voice's rate (read from its JSON config; no model load)."""
+        onnx = self.resolve_voice()
+        loaded = self._voices.get(onnx)
+        if loaded is not None:
+            return int(loaded.config.sample_rate)
+        with open(f"{onnx}.json", encoding="utf-8") as fh:
+            return int(json.load(fh)["audio"]["sample_rate"])
+
+    # ------------------------------------------------------------------ loading
+    async def load(self) -> None:
+        onnx = self.resolve_voice()
+        await asyncio.to_thread(self._load_voice, onnx)
+
+    def _load_voice(self, onnx: Path) -> Any:
+        with self._lock:
+            if onnx in self._voices:
+                return self._voices[onnx]
+            try:
+                import onnxruntime
+                from piper import PiperVoice
+                from piper.config import PiperConfig as VoiceConfig
+            except ImportError:
+                raise ModelNotAvailable(f"piper-tts is not installed; install it with: {INSTALL}") from None
+            try:
+                with open(f"{onnx}.json", encoding="utf-8") as fh:
+                    voice_cfg = VoiceConfig.from_dict(json.load(fh))
+                opts = onnxruntime.SessionOptions()
+                if self.threads > 0:
+                    opts.intra_op_num_threads = self.threads
+                    opts.inter_op_num_threads = 1
+                providers: list[Any] = ["CPUExecutionProvider"]
+                if self.device.device == "cuda":
+                    providers.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
+                session = onnxruntime.InferenceSession(str(onnx), sess_options=opts, providers=providers)
+            except (OSError, ValueError, KeyError) as err:
+                raise InputError(f"Piper voice {onnx} cannot be loaded: {err}") from None
+            except Exception as err:  # onnxruntime raises its own types for bad model files
+                if type(err).__module__.startswith("onnxruntime"):
+                    raise InputError(f"Piper voice {onnx} is not a valid ONNX model: {err}") from None
+                raise
+            pv = PiperVoice(session=session, config=voice_cfg)
+            self._voices[onnx] = pv
+            return pv
+
+    # ------------------------------------------------------------------ synthesis
+    def _syn_config(self, pv: Any, speed: float | None) -> Any:
+        from piper import SynthesisConfig
+
+        pcfg = self.cfg.tts.piper
+        speed = self.cfg.tts.speed if speed is None else speed
+        if not speed or speed <= 0:
+            raise InputError(f"speed must be a positive number, not {speed!r}")
+        base = pcfg.length_scale if pcfg.length_scale is not None else pv.config.length_scale
+        return SynthesisConfig(
+            speaker_id=pcfg.speaker_id,
+            length_scale=base / speed,
+            noise_scale=pcfg.noise_scale,
+            noise_w_scale=pcfg.noise_w_scale,
+        )
+
+    @staticmethod
+    def _synth_sentence(pv: Any, sentence: str, syn: Any, cancel: CancelToken | None) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        for chunk in pv.synthesize(sentence, syn_config=syn):
+            parts.append(chunk.audio_float_array)
+            if cancel is not None and cancel.cancelled:
+                break
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    async def stream(
+        self,
+        text: str,
+        *,
+        voice: str | None = None,
+        speed: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> AsyncIterator[AudioChunk]:
+        """One chunk per sentence; stops quietly once ``cancel`` is set."""
+        onnx = self.resolve_voice(voice)
+        pv = self._voices.get(onnx) or await asyncio.to_thread(self._load_voice, onnx)
+        pcfg = self.cfg.tts.piper
+        if pcfg.speaker_id is not None and pcfg.speaker_id >= max(1, pv.config.num_speakers):
+            raise ConfigError(
+                f"tts.piper.speaker_id = {pcfg.speaker_id}, but voice {onnx.name} has"
+                f" {pv.config.num_speakers} speaker(s)"
+            )
+        syn = self._syn_config(pv, speed)
+        index = 0
+        for sentence in split_sentences(text):
+            if cancel is not None and cancel.cancelled:
+                return
+            audio = await asyncio.to_thread(self._synth_sentence, pv, sentence, syn, cancel)
+            if cancel is not None and cancel.cancelled:
+                return
+            if len(audio) == 0:
+                continue
+            yield AudioChunk(audio=audio, sample_rate=int(pv.config.sample_rate), text=sentence, index=index)
+            index += 1
