@@ -168,7 +168,9 @@ class PiperEngine:
     ) -> AsyncIterator[AudioChunk]:
         """One chunk per sentence; stops quietly once ``cancel`` is set."""
         onnx = self.resolve_voice(voice)
-        pv = self._voices.get(onnx) or await asyncio.to_thread(self._load_voice, onnx)
+        pv: Any = self._voices.get(onnx)
+        if pv is None:
+            pv = await asyncio.to_thread(self._load_voice, onnx)
         pcfg = self.cfg.tts.piper
         if pcfg.speaker_id is not None and pcfg.speaker_id >= max(1, pv.config.num_speakers):
             raise ConfigError(
