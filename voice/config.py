@@ -207,7 +207,13 @@ class RagConfig:
     qdrant_url: str | None = None
     #: Registry name of the sentence-embedding model.
     embedder: str = "minilm-l6-int8"
+    #: Where the embedder runs (onnxruntime); auto picks cuda only when it works.
+    embedder_device: Device = "auto"
+    #: Qdrant collection name (matters when several knowledge bases share one server).
+    collection: str = "voice_kb"
+    #: Target chunk length in characters; chunks end on paragraph or sentence boundaries.
     chunk_size: int = 800
+    #: Characters of trailing sentences repeated at the start of the next chunk.
     chunk_overlap: int = 120
     top_k: int = 3
     #: Cosine similarity below which a passage is not used.

@@ -1,0 +1,297 @@
+"""Qdrant storage for chunks: embedded local mode on disk, or a Qdrant server.
+
+Each point is one chunk with payload ``source`` (absolute path), ``chunk_index``, ``n_chunks``,
+``text`` and ``file_hash`` (sha256 of the file's bytes). A document version is complete when all
+``n_chunks`` points with its hash are present; writes go new-points-first, then old-version
+delete, so a crash in between leaves both versions and never none.
+
+Qdrant's local mode holds an exclusive file lock on its folder, so one process may open a folder
+only once: :class:`ClientPool` hands every :class:`ChunkStore` on the same folder one shared
+client (reference counted), and another process gets a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice.errors import ConfigError, VoiceError
+
+log = logging.getLogger(__name__)
+
+_ID_NAMESPACE = uuid.UUID("6f1c3a52-7d0e-4a8e-9b63-2f1f8f0b9c11")
+
+
+class KnowledgeBaseBusy(VoiceError):
+    """The local knowledge-base folder is locked by another process."""
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    """One document version in the store."""
+
+    source: str
+    file_hash: str
+    n_chunks: int
+    stored_chunks: int
+
+    @property
+    def complete(self) -> bool:
+        return self.stored_chunks == self.n_chunks
+
+
+@dataclass
+class _Shared:
+    client: Any
+    lock: threading.RLock
+    refs: int = 0
+
+
+class ClientPool:
+    """Shares one QdrantClient per local folder (or server URL) within a process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[str, _Shared] = {}
+
+    def acquire(self, *, path: Path | None = None, url: str | None = None) -> tuple[str, _Shared]:
+        key = f"url:{url}" if url else f"path:{Path(path or '.').resolve()}"
+        with self._lock:
+            shared = self._clients.get(key)
+            if shared is None:
+                shared = _Shared(_open_client(path=path, url=url), threading.RLock())
+                self._clients[key] = shared
+            shared.refs += 1
+            return key, shared
+
+    def close_all(self) -> None:
+        """Close every client (at interpreter exit, for objects nobody closed)."""
+        with self._lock:
+            shared = list(self._clients.values())
+            self._clients.clear()
+        for s in shared:
+            with s.lock:
+                s.client.close()
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            shared = self._clients.get(key)
+            if shared is None:
+                return
+            shared.refs -= 1
+            if shared.refs <= 0:
+                del self._clients[key]
+                with shared.lock:
+                    shared.client.close()
+
+
+def _open_client(*, path: Path | None, url: str | None) -> Any:
+    from qdrant_client import QdrantClient
+
+    if url:
+        import os
+
+        key = os.environ.get("QDRANT_API_KEY")
+        return QdrantClient(url=url, api_key=key, timeout=30)
+    assert path is not None
+    path.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return QdrantClient(path=str(path))
+    except RuntimeError as err:
+        if "already accessed" in str(err):
+            raise KnowledgeBaseBusy(
+                f"knowledge base {path} is in use by another voice process",
+                hint="close it, use another --kb folder, or set rag.qdrant_url to a Qdrant server",
+            ) from None
+        raise
+
+
+def point_id(source: str, file_hash: str, index: int) -> str:
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{source}\0{file_hash}\0{index}"))
+
+
+class ChunkStore:
+    """The chunk collection of one knowledge base. Thread-safe through the shared client's lock."""
+
+    def __init__(self, pool: ClientPool, collection: str, *, path: Path | None = None,
+                 url: str | None = None) -> None:
+        self.collection = collection
+        self.location = url or str(path)
+        self._pool = pool
+        self._key, self._shared = pool.acquire(path=path, url=url)
+        self._closed = False
+
+    @property
+    def _client(self) -> Any:
+        if self._closed:
+            raise VoiceError("the knowledge base is closed")
+        return self._shared.client
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.release(self._key)
+
+    # ------------------------------------------------------------------ schema
+    def exists(self) -> bool:
+        with self._shared.lock:
+            return bool(self._client.collection_exists(self.collection))
+
+    def dim(self) -> int | None:
+        if not self.exists():
+            return None
+        with self._shared.lock:
+            info = self._client.get_collection(self.collection)
+        vectors = info.config.params.vectors
+        return int(vectors.size) if hasattr(vectors, "size") else None
+
+    def ensure(self, dim: int) -> None:
+        from qdrant_client import models
+
+        with self._shared.lock:
+            have = self.dim()
+            if have is None:
+                self._client.create_collection(
+                    self.collection,
+                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                )
+                if self._key.startswith("url:"):  # local mode has no payload indexes
+                    for field, schema in (("source", models.PayloadSchemaType.KEYWORD),
+                                          ("file_hash", models.PayloadSchemaType.KEYWORD)):
+                        self._client.create_payload_index(self.collection, field, field_schema=schema)
+            elif have != dim:
+                raise ConfigError(
+                    f"knowledge base {self.location} holds {have}-dimensional vectors but the embedder"
+                    f" makes {dim}-dimensional ones; clear it (voice kb clear) or use another --kb"
+                )
+
+    # ------------------------------------------------------------------ writes
+    def put_document(self, source: str, file_hash: str, texts: Sequence[str], vectors: np.ndarray,
+                     *, batch: int = 256, extra: dict[str, Any] | None = None) -> None:
+        """Write all chunks of one document version, then delete its other versions."""
+        from qdrant_client import models
+
+        n = len(texts)
+        points = [
+            models.PointStruct(
+                id=point_id(source, file_hash, i),
+                vector=vectors[i].tolist(),
+                payload={"source": source, "chunk_index": i, "n_chunks": n, "text": texts[i],
+                         "file_hash": file_hash, **(extra or {})},
+            )
+            for i in range(n)
+        ]
+        with self._shared.lock:
+            for start in range(0, n, batch):
+                self._client.upsert(self.collection, points=points[start : start + batch], wait=True)
+            self._client.delete(
+                self.collection,
+                points_selector=models.FilterSelector(filter=models.Filter(
+                    must=[models.FieldCondition(key="source", match=models.MatchValue(value=source))],
+                    must_not=[models.FieldCondition(key="file_hash", match=models.MatchValue(value=file_hash))],
+                )),
+                wait=True,
+            )
+
+    def upsert_points(self, points: Iterable[Any], *, batch: int = 1024) -> int:
+        """Raw batched upsert (for synthetic stores in benchmarks). Returns the count written."""
+        buf: list[Any] = []
+        count = 0
+        with self._shared.lock:
+            for p in points:
+                buf.append(p)
+                if len(buf) >= batch:
+                    self._client.upsert(self.collection, points=buf, wait=True)
+                    count += len(buf)
+                    buf = []
+            if buf:
+                self._client.upsert(self.collection, points=buf, wait=True)
+                count += len(buf)
+        return count
+
+    def delete_source(self, source: str) -> None:
+        from qdrant_client import models
+
+        if not self.exists():
+            return
+        with self._shared.lock:
+            self._client.delete(
+                self.collection,
+                points_selector=models.FilterSelector(filter=models.Filter(
+                    must=[models.FieldCondition(key="source", match=models.MatchValue(value=source))]
+                )),
+                wait=True,
+            )
+
+    def drop(self) -> None:
+        with self._shared.lock:
+            if self._client.collection_exists(self.collection):
+                self._client.delete_collection(self.collection)
+
+    # ------------------------------------------------------------------ reads
+    def _scroll(self, flt: Any, fields: list[str]) -> Iterator[Any]:
+        offset = None
+        while True:
+            with self._shared.lock:
+                points, offset = self._client.scroll(
+                    self.collection, scroll_filter=flt, limit=1024, offset=offset,
+                    with_payload=fields, with_vectors=False,
+                )
+            yield from points
+            if offset is None:
+                return
+
+    def documents(self) -> list[StoredDoc]:
+        """Every document version stored, with how many of its chunks are present."""
+        if not self.exists():
+            return []
+        counts: dict[tuple[str, str], list[int]] = {}
+        for p in self._scroll(None, ["source", "file_hash", "n_chunks"]):
+            pl = p.payload or {}
+            key = (str(pl.get("source")), str(pl.get("file_hash")))
+            entry = counts.setdefault(key, [int(pl.get("n_chunks", 0)), 0])
+            entry[1] += 1
+        return sorted(
+            (StoredDoc(src, h, n, have) for (src, h), (n, have) in counts.items()),
+            key=lambda d: d.source,
+        )
+
+    def versions(self, source: str) -> list[StoredDoc]:
+        from qdrant_client import models
+
+        if not self.exists():
+            return []
+        flt = models.Filter(must=[models.FieldCondition(key="source", match=models.MatchValue(value=source))])
+        counts: dict[str, list[int]] = {}
+        for p in self._scroll(flt, ["file_hash", "n_chunks"]):
+            pl = p.payload or {}
+            entry = counts.setdefault(str(pl.get("file_hash")), [int(pl.get("n_chunks", 0)), 0])
+            entry[1] += 1
+        return [StoredDoc(source, h, n, have) for h, (n, have) in counts.items()]
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        with self._shared.lock:
+            return int(self._client.count(self.collection, exact=True).count)
+
+    def search(self, vector: np.ndarray, limit: int, threshold: float | None) -> list[tuple[float, dict[str, Any]]]:
+        if not self.exists():
+            return []
+        with self._shared.lock:
+            res = self._client.query_points(
+                self.collection, query=vector.tolist(), limit=limit,
+                score_threshold=threshold, with_payload=True,
+            )
+        return [(float(p.score), dict(p.payload or {})) for p in res.points]
