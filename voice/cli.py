@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "voice.commands.devices",
     "voice.commands.config",
     "voice.commands.transcribe",
+    "voice.commands.ingest",
+    "voice.commands.kb",
 )
 
 

@@ -258,7 +258,10 @@ class KnowledgeBase:
 
     @property
     def location(self) -> str:
-        return self.store.location
+        """The server URL and collection, or the local folder."""
+        if self.rag.qdrant_url:
+            return f"{self.rag.qdrant_url} (collection {self.rag.collection})"
+        return str(self.kb_dir)
 
 
 def _info(d: StoredDoc) -> DocumentInfo:
