@@ -23,9 +23,9 @@ from voice.config import ChunkerConfig
 # ----------------------------------------------------------------------------- cleaning
 
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
-_LINE_MARKER = re.compile(r"^\s*(?:#{1,6}\s+|[-*+•]\s+|\d{1,3}[.)]\s+|>\s?)+")
+_LINE_MARKER = re.compile(r"^\s*(?:#{1,6}\s+|[-*+•]\s+|\d{1,3}[.)]\s+|>\s?|\|\s*)+")
 # A line beginning that may still turn into a marker or a fence when more text arrives.
-_MARKER_PREFIX = re.compile(r"^\s*(?:#{1,6}|[-*+•]|\d{1,3}[.)]?|>|`{1,2}|~{1,2})?$")
+_MARKER_PREFIX = re.compile(r"^\s*(?:#{1,6}|[-*+•]|\d{1,3}[.)]?|>|\||`{1,2}|~{1,2})?$")
 _RULE_LINE = re.compile(r"^\s*(?:[-*_=]\s*){3,}$")
 _TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
 
@@ -101,7 +101,7 @@ def _strip_marker(line: str) -> tuple[str, bool]:
 
 def _line_end(text: str) -> str:
     """A finished line ends a sentence: add a period unless it already has punctuation."""
-    t = text.rstrip()
+    t = text.rstrip(" ,")  # a table row's last pipe became a comma
     if not any(ch.isalnum() for ch in t):
         return ""
     return t + (" " if t[-1] in _ENDS_CLAUSE else ". ")
@@ -230,13 +230,13 @@ class SpeechChunker:
 
     def flush(self) -> list[str]:
         """The reply is complete: everything left, as pieces. The chunker is reset."""
-        self._end_line()
+        self._end_line(final=True)
         pieces = self._pieces(final=True)
         self.reset()
         return pieces
 
     # -------------------------------------------------------------- lines
-    def _end_line(self) -> None:
+    def _end_line(self, *, final: bool = False) -> None:
         line = self._line
         self._line = _Line()
         if _FENCE.match(line.raw):
@@ -248,9 +248,9 @@ class SpeechChunker:
             if _RULE_LINE.match(line.raw) or _TABLE_SEP.match(line.raw):
                 return
             body, _ = _strip_marker(line.raw)
-            self._append(clean_inline(body), line_end=True)
+            self._append(clean_inline(body), line_end=not final)
             return
-        self._append(clean_inline(line.raw[line.consumed :]), line_end=True, had_content=line.has_content)
+        self._append(clean_inline(line.raw[line.consumed :]), line_end=not final, had_content=line.has_content)
 
     def _advance_line(self) -> None:
         """Move the safe, finished part of the current (incomplete) line into cleaned text."""
@@ -302,11 +302,8 @@ class SpeechChunker:
         if final:
             rest = self._text.strip()
             self._text = ""
-            if rest and any(c.isalnum() for c in rest):
-                if out and len(rest) < self.cfg.min_first_chars and len(out[-1]) + len(rest) < self.cfg.max_chars:
-                    out[-1] = f"{out[-1]} {rest}"
-                else:
-                    out.append(rest)
+            if rest:
+                out.append(rest)
         return [p for p in out if any(c.isalnum() for c in p)]
 
     def _next_piece(self) -> str | None:
