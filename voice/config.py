@@ -96,6 +96,8 @@ class PiperConfig:
     noise_scale: float | None = None
     #: Phoneme width noise; None = the voice's default.
     noise_w_scale: float | None = None
+    #: ONNX Runtime threads per loaded voice; 0 = its default (all cores).
+    threads: int = 0
 
 
 @dataclass
