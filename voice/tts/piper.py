@@ -43,11 +43,9 @@ class PiperEngine:
 
     name = "piper"
 
-    def __init__(self, cfg: Config, device: DeviceChoice, *, threads: int = 0) -> None:
+    def __init__(self, cfg: Config, device: DeviceChoice) -> None:
         self.cfg = cfg
         self.device = device
-        #: ONNX Runtime intra-op threads per voice; 0 = its default (all cores).
-        self.threads = threads
         self._registry = registry_for(cfg)
         self._voices: dict[Path, Any] = {}
         self._lock = threading.Lock()
@@ -114,8 +112,8 @@ class PiperEngine:
                 with open(f"{onnx}.json", encoding="utf-8") as fh:
                     voice_cfg = VoiceConfig.from_dict(json.load(fh))
                 opts = onnxruntime.SessionOptions()
-                if self.threads > 0:
-                    opts.intra_op_num_threads = self.threads
+                if self.cfg.tts.piper.threads > 0:
+                    opts.intra_op_num_threads = self.cfg.tts.piper.threads
                     opts.inter_op_num_threads = 1
                 providers: list[Any] = ["CPUExecutionProvider"]
                 if self.device.device == "cuda":
