@@ -1,0 +1,306 @@
+"""The chain: question (+ retrieved passages + memory) -> streamed answer text.
+
+``create_chain(cfg, kb=None, app=None)`` returns a :class:`Chain`:
+
+- ``astream(user_text, *, turn_id)`` yields text deltas. Closing the iterator early (``aclose()``,
+  or ``break`` in ``async for``) closes the HTTP stream, and llama.cpp stops generating when the
+  client goes away. Cancelling the consuming task does the same.
+- ``commit_assistant(turn_id, spoken_text)`` replaces the remembered answer with what was
+  actually spoken (barge-in); by default memory keeps the full (or partial, if closed) answer.
+- ``last_sources``: the passages used for the last answer (retrieval and search_knowledge).
+- ``aclose()`` releases the client (and the embedded server if the chain owns the runtime).
+
+``app`` is the shared :class:`~voice.llm.runtime.LlmRuntime` (or an object with an ``llm``
+attribute holding one): pass the same one to every session so they share one embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from voice.errors import ConfigError
+from voice.llm.backends import BackendError, Endpoint, backend_error
+from voice.llm.memory import ConversationMemory
+from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages, format_context
+from voice.llm.runtime import LlmRuntime
+from voice.llm.tools import Tool, ToolCall, could_be_text_call, make_tools, parse_text_calls
+
+log = logging.getLogger(__name__)
+
+
+class Chain(Protocol):
+    last_sources: list[Any]
+
+    def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]: ...
+
+    def commit_assistant(self, turn_id: int, spoken_text: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _runtime_from(app: Any) -> LlmRuntime | None:
+    if app is None or isinstance(app, LlmRuntime):
+        return app
+    rt = getattr(app, "llm", None)
+    if isinstance(rt, LlmRuntime):
+        return rt
+    raise TypeError("app must be an LlmRuntime or have an 'llm' attribute holding one")
+
+
+class _Base:
+    """Retrieval, memory and ``last_sources``, shared by the built-in and a user's chain."""
+
+    def __init__(self, cfg: Any, kb: Any, runtime: LlmRuntime, owns_runtime: bool) -> None:
+        self.cfg = cfg
+        self.kb = kb
+        self.runtime = runtime
+        self._owns_runtime = owns_runtime
+        self.memory = ConversationMemory(cfg.llm.memory_tokens)
+        self.last_sources: list[Any] = []
+
+    async def retrieve(self, question: str) -> list[Any]:
+        """Passages for ``question`` above ``rag.score_threshold`` ([] without a knowledge base)."""
+        if self.kb is None or not self.cfg.rag.enabled:
+            return []
+        passages = await asyncio.to_thread(self.kb.search, question, self.cfg.rag.top_k)
+        thr = self.cfg.rag.score_threshold
+        return [p for p in passages if p.score >= thr]
+
+    def commit_assistant(self, turn_id: int, spoken_text: str) -> None:
+        self.memory.commit_assistant(turn_id, spoken_text)
+
+    async def aclose(self) -> None:
+        if self._owns_runtime:
+            await self.runtime.aclose()
+
+
+class LlmChain(_Base):
+    """The built-in chain over an OpenAI-compatible server."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        kb: Any = None,
+        runtime: LlmRuntime,
+        owns_runtime: bool = False,
+        tool_choice: str | dict[str, Any] = "auto",
+    ) -> None:
+        super().__init__(cfg, kb, runtime, owns_runtime)
+        self.system_prompt = cfg.llm.system_prompt or SPEECH_SYSTEM_PROMPT
+        self.tools: dict[str, Tool] = make_tools(list(cfg.llm.tools), kb, cfg.rag.top_k)
+        #: "auto", "required" or {"type": "function", ...} for the first round.
+        self.tool_choice = tool_choice
+        self._client: tuple[Any, Any, Endpoint] | None = None  # (loop, client, endpoint)
+        #: Tool calls run during the last answer (name, arguments, result).
+        self.last_tool_calls: list[tuple[str, dict[str, Any], str]] = []
+
+    async def start(self) -> Endpoint:
+        """Resolve the endpoint now (starting the embedded server); optional warm-up."""
+        return (await self._get_client())[1]
+
+    async def _get_client(self) -> tuple[Any, Endpoint]:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client[0] is not loop:
+            client, ep = await self.runtime.client(self.cfg)
+            self._client = (loop, client, ep)
+        return self._client[1], self._client[2]
+
+    async def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]:
+        self.last_tool_calls = []
+        for t in self.tools.values():
+            t.found.clear()
+        passages = await self.retrieve(user_text)
+        self.last_sources = list(passages)
+        history = self.memory.history_before(turn_id)
+        self.memory.add_user(turn_id, user_text)
+        messages = build_messages(self.system_prompt, history, user_text, passages)
+        client, ep = await self._get_client()
+        answer: list[str] = []
+        try:
+            async for delta in self._generate(client, ep, messages):
+                answer.append(delta)
+                yield delta
+        finally:
+            self.memory.set_assistant(turn_id, "".join(answer))
+            for t in self.tools.values():
+                self.last_sources.extend(p for p in t.found if p not in self.last_sources)
+
+    async def _open(self, client: Any, ep: Endpoint, kwargs: dict[str, Any]) -> Any:
+        """Send the request; the whole wait for the response (retries included) is bounded."""
+        timeout = self.cfg.llm.timeout_s
+        try:
+            return await asyncio.wait_for(client.chat.completions.create(**kwargs), timeout)
+        except TimeoutError as err:
+            raise backend_error(err, ep, timeout_s=timeout) from None
+        except BackendError:
+            raise
+        except Exception as err:
+            if _is_openai_error(err):
+                raise backend_error(err, ep, timeout_s=timeout) from None
+            raise
+
+    async def _generate(self, client: Any, ep: Endpoint, messages: list[dict[str, Any]]) -> AsyncIterator[str]:
+        llm = self.cfg.llm
+        offer_tools = bool(self.tools)
+        choice: Any = self.tool_choice
+        while True:
+            kwargs: dict[str, Any] = {
+                "model": ep.model,
+                "messages": messages,
+                "stream": True,
+                "temperature": llm.temperature,
+                "max_tokens": llm.max_tokens,
+            }
+            if offer_tools:
+                kwargs["tools"] = [t.spec() for t in self.tools.values()]
+                kwargs["tool_choice"] = choice
+            stream = await self._open(client, ep, kwargs)
+            calls: dict[int, ToolCall] = {}
+            held = ""  # text held back while it may be a tool call written as text
+            holding = offer_tools
+            try:
+                async for chunk in stream:
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta
+                    for tc in delta.tool_calls or []:
+                        call = calls.setdefault(tc.index, ToolCall(tc.id or f"call_{tc.index}", "", ""))
+                        if tc.function is not None:
+                            call.name += tc.function.name or ""
+                            call.arguments += tc.function.arguments or ""
+                    text = delta.content or ""
+                    if not text:
+                        continue
+                    if holding:
+                        held += text
+                        if parse_text_calls(held, set(self.tools)):
+                            break  # a complete call: stop generating, run it
+                        if could_be_text_call(held):
+                            continue
+                        holding, text, held = False, held, ""
+                    yield text
+            except Exception as err:
+                if _is_openai_error(err):
+                    raise backend_error(err, ep, timeout_s=llm.timeout_s) from None
+                raise
+            finally:
+                await stream.close()
+            found = [c for c in calls.values() if c.name in self.tools]
+            if not found and held:
+                found = parse_text_calls(held, set(self.tools))
+                if not found:
+                    yield held
+            if not found or not offer_tools:
+                return
+            messages = [*messages, {"role": "assistant", "content": "", "tool_calls": [c.message() for c in found]}]
+            for c in found:
+                args = c.args()
+                result = await self.tools[c.name].run(args)
+                self.last_tool_calls.append((c.name, args, result))
+                messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
+            # One tool round: small models tend to call again and again when offered tools.
+            offer_tools = False
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            loop, client, _ = self._client
+            self._client = None
+            if loop is asyncio.get_running_loop():
+                await client.close()
+        await super().aclose()
+
+
+def _is_openai_error(err: BaseException) -> bool:
+    import openai
+
+    return isinstance(err, openai.OpenAIError)
+
+
+class ExternalChain(_Base):
+    """A user's chain (anything with ``astream``, e.g. a LangChain Runnable) from ``llm.chain``.
+
+    It receives a dict: ``input``/``question`` (the user's text), ``history`` (chat messages),
+    ``context`` (retrieved passages as text with sources) and ``passages`` (the objects). String
+    chunks, or chunks with a ``content``/``text`` attribute, are streamed out.
+    """
+
+    def __init__(self, obj: Any, cfg: Any, *, kb: Any, runtime: LlmRuntime, owns_runtime: bool) -> None:
+        super().__init__(cfg, kb, runtime, owns_runtime)
+        self.obj = obj
+
+    async def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]:
+        passages = await self.retrieve(user_text)
+        self.last_sources = list(passages)
+        history = self.memory.history_before(turn_id)
+        self.memory.add_user(turn_id, user_text)
+        payload = {
+            "input": user_text,
+            "question": user_text,
+            "history": history,
+            "context": format_context(passages),
+            "passages": passages,
+        }
+        inner = self.obj.astream(payload)
+        answer: list[str] = []
+        try:
+            async for chunk in inner:
+                text = _chunk_text(chunk)
+                if text:
+                    answer.append(text)
+                    yield text
+        finally:
+            close = getattr(inner, "aclose", None)
+            if close is not None:
+                await close()
+            self.memory.set_assistant(turn_id, "".join(answer))
+
+
+def _chunk_text(chunk: Any) -> str:
+    if isinstance(chunk, str):
+        return chunk
+    for attr in ("content", "text"):
+        value = getattr(chunk, attr, None)
+        if isinstance(value, str):
+            return value
+    if isinstance(chunk, dict):
+        for key in ("answer", "output", "text", "content"):
+            if isinstance(chunk.get(key), str):
+                return str(chunk[key])
+    return ""
+
+
+def load_chain_object(spec: str, cfg: Any) -> Any:
+    """Import ``module:attribute``; a factory without ``astream`` is called with ``cfg``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"llm.chain = {spec!r}: expected 'module:attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"llm.chain = {spec!r}: cannot import {module_name} ({err})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"llm.chain = {spec!r}: {module_name} has no attribute {attr}") from None
+    if not hasattr(obj, "astream") and callable(obj):
+        obj = obj(cfg)
+    if not hasattr(obj, "astream"):
+        raise ConfigError(f"llm.chain = {spec!r} has no astream method")
+    return obj
+
+
+def create_chain(cfg: Any, kb: Any = None, app: Any = None, **kwargs: Any) -> LlmChain | ExternalChain:
+    """The chain configured by ``cfg`` (``llm.chain`` or the built-in one)."""
+    runtime = _runtime_from(app)
+    owns = runtime is None
+    rt = runtime if runtime is not None else LlmRuntime()
+    if cfg.llm.chain:
+        return ExternalChain(load_chain_object(cfg.llm.chain, cfg), cfg, kb=kb, runtime=rt, owns_runtime=owns)
+    return LlmChain(cfg, kb=kb, runtime=rt, owns_runtime=owns, **kwargs)

@@ -1,0 +1,141 @@
+"""The embedded llama.cpp server (xllamacpp) on 127.0.0.1 and a free port.
+
+``EmbeddedServer`` loads nothing in its constructor: ``await start()`` resolves the GGUF through
+the model registry, picks GPU layers from the llama.cpp device probe, and builds the server in a
+worker thread (loading takes seconds). Each start makes a random API key so that other local
+programs (or web pages: llama.cpp allows every CORS origin) cannot use it. ``close()`` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voice.errors import ModelNotAvailable, VoiceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A running embedded server: where it listens and how it was started."""
+
+    base_url: str  # ends in /v1
+    root_url: str  # for /health, /slots, /metrics, /tokenize
+    api_key: str
+    model_path: Path
+    device: str
+    n_gpu_layers: int
+    load_s: float
+
+
+def embedded_key(cfg: Any) -> tuple[Any, ...]:
+    """What makes two embedded servers different (used to share one per process)."""
+    e = cfg.llm.embedded
+    return (e.model, e.n_ctx, e.n_gpu_layers, e.threads, e.device, e.parallel)
+
+
+class EmbeddedServer:
+    """One xllamacpp server. Thread-safe start/stop; owned by :class:`voice.llm.runtime.LlmRuntime`."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self._server: Any = None
+        self._info: ServerInfo | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> ServerInfo | None:
+        return self._info
+
+    async def start(self) -> ServerInfo:
+        """Start (once) and wait until healthy; raises ModelNotAvailable / VoiceError."""
+        if self._info is not None:
+            return self._info
+        timeout = self.cfg.llm.embedded.start_timeout_s
+        try:
+            info = await asyncio.wait_for(asyncio.to_thread(self._start_blocking), timeout)
+        except TimeoutError:
+            raise VoiceError(
+                f"the embedded LLM did not start within {timeout:g} s (llm.embedded.start_timeout_s)"
+            ) from None
+        await self._wait_healthy(info, timeout)
+        return info
+
+    def _start_blocking(self) -> ServerInfo:
+        with self._lock:
+            if self._info is not None:
+                return self._info
+            from voice.devices import choose, probe_for
+            from voice.models import registry_for
+
+            e = self.cfg.llm.embedded
+            path = registry_for(self.cfg).resolve(e.model, kind="llm").path
+            if not path.is_file():
+                raise ModelNotAvailable(f"llm.embedded.model {e.model!r} resolves to {path}, which is not a GGUF file")
+            try:
+                import xllamacpp
+            except ImportError:
+                raise ModelNotAvailable("the embedded LLM needs xllamacpp: pip install xllamacpp") from None
+            choice = choose(e.device, probe_for("llama.cpp"), runtime="llama.cpp",
+                            cpu_compute="q", cuda_compute="q")
+            n_gpu = e.n_gpu_layers if choice.device == "cuda" else 0
+            threads = e.threads or (os.cpu_count() or 1)
+            key = secrets.token_urlsafe(24)
+            p = xllamacpp.CommonParams()
+            p.model.path = str(path)
+            p.n_ctx = e.n_ctx
+            p.n_parallel = e.parallel
+            p.kv_unified = True  # every slot may use the whole context
+            p.n_gpu_layers = n_gpu
+            p.cpuparams.n_threads = threads
+            p.cpuparams_batch.n_threads = threads
+            p.hostnames = ["127.0.0.1"]
+            p.port = 0  # a free port, chosen by the OS
+            p.api_keys = [key]
+            p.endpoint_metrics = True
+            p.endpoint_slots = True
+            p.verbosity = 0
+            t0 = time.perf_counter()
+            try:
+                server = xllamacpp.Server(p)
+            except Exception as err:  # noqa: BLE001 - llama.cpp reports load failures as plain errors
+                raise ModelNotAvailable(f"llama.cpp could not load {path}: {err}") from None
+            load_s = time.perf_counter() - t0
+            root = str(server.listening_address).rstrip("/")
+            self._server = server
+            self._info = ServerInfo(root + "/v1", root, key, Path(path), choice.device, n_gpu, load_s)
+            log.info("embedded LLM %s on %s (%s, %d GPU layers, %.1f s)", path.name, root,
+                     choice.device, n_gpu, load_s)
+            return self._info
+
+    async def _wait_healthy(self, info: ServerInfo, limit_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + limit_s
+        last = "no answer"
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            while time.monotonic() < deadline:
+                try:
+                    r = await http.get(info.root_url + "/health")
+                    if r.status_code == 200:
+                        return
+                    last = f"HTTP {r.status_code}"
+                except httpx.HTTPError as err:
+                    last = type(err).__name__
+                await asyncio.sleep(0.1)
+        raise VoiceError(f"the embedded LLM at {info.root_url} is not healthy after {limit_s:g} s ({last})")
+
+    def close(self) -> None:
+        """Stop the server (blocking, quick). Safe to call twice."""
+        with self._lock:
+            server, self._server, self._info = self._server, None, None
+        if server is not None:
+            del server  # xllamacpp stops its HTTP thread and frees the model on deallocation
