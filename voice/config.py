@@ -169,6 +169,8 @@ class EmbeddedLlmConfig:
     #: CPU threads; 0 = the number of cores.
     threads: int = 0
     device: Device = "auto"
+    #: Parallel request slots (sessions answered at once); each may use the whole context.
+    parallel: int = 2
     #: Seconds to wait for the server to become healthy.
     start_timeout_s: float = 120.0
 
@@ -236,6 +238,15 @@ class PipelineConfig:
     turn_detection: str = "vad"
     #: Bounded queue size between stages.
     queue_size: int = 64
+    #: Cancel the echo of the assistant's voice in the microphone signal (WebRTC AEC3 via the
+    #: pywebrtc-audio package); lets barge-in work on loudspeakers. Off: the microphone is
+    #: ignored while the assistant speaks unless headphones is true.
+    echo_cancel: bool = False
+    #: Without headphones or echo cancellation, keep the microphone closed this long after the
+    #: assistant's audio ends (room echo dies away), in ms.
+    echo_tail_ms: int = 250
+    #: Start transcribing when silence begins (during the VAD hang-over); discarded if speech resumes.
+    early_transcribe: bool = True
 
 
 @dataclass
