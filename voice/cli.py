@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "voice.commands.transcribe",
     "voice.commands.ingest",
     "voice.commands.kb",
+    "voice.commands.ask",
+    "voice.commands.synth",
+    "voice.commands.say",
 )
 
 
