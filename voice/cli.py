@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "voice.commands.ingest",
     "voice.commands.kb",
     "voice.commands.ask",
+    "voice.commands.ask",
     "voice.commands.synth",
     "voice.commands.say",
 )
