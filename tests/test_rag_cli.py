@@ -1,0 +1,89 @@
+"""`voice ingest` and `voice kb` through voice.cli.main: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.rag import FACTS
+from voice.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(monkeypatch, cfg, rag_embedder):
+    """Point the CLI's cache at the session's assembled embedder, and its data at a temp dir."""
+    monkeypatch.setenv("VOICE_GENERAL__CACHE_DIR", str(rag_embedder.model_dir.parent.parent))
+    monkeypatch.setenv("VOICE_GENERAL__DATA_DIR", cfg.general.data_dir)
+    return cfg
+
+
+def test_ingest_list_search_remove_clear(env, docs_dir, tmp_path, capsys):
+    kb = str(tmp_path / "mykb")
+    assert main(["ingest", str(docs_dir), "--kb", kb]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(FACTS)} added, 0 updated, 0 unchanged, 0 skipped" in out
+
+    assert main(["ingest", str(docs_dir), "--kb", kb, "-q"]) == 0
+    assert f"0 added, 0 updated, {len(FACTS)} unchanged" in capsys.readouterr().out
+
+    assert main(["kb", "list", "--kb", kb, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(Path(r["source"]).name for r in rows) == sorted(FACTS)
+    assert all(r["complete"] and r["exists"] for r in rows)
+
+    assert main(["kb", "search", "When did Mount Ferrovel last erupt?", "--kb", kb, "--json", "-k", "1"]) == 0
+    hit = json.loads(capsys.readouterr().out)
+    assert hit["source"].endswith("volcano.pdf") and "1312" in hit["text"]
+
+    assert main(["kb", "search", "underwater hockey tournament rules", "--kb", kb]) == 0
+    assert "no passage reaches the score threshold" in capsys.readouterr().out
+
+    assert main(["kb", "remove", str(docs_dir / "staff.csv"), "--kb", kb]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert main(["kb", "clear", "--kb", kb]) == 0
+    assert f"cleared {len(FACTS) - 1} documents" in capsys.readouterr().out
+    assert main(["kb", "list", "--kb", kb]) == 0
+    assert "0 documents" in capsys.readouterr().out
+
+
+def test_default_kb_is_in_the_data_dir(env, docs_dir, capsys):
+    assert main(["ingest", str(docs_dir / "reactor.txt")]) == 0
+    assert (Path(env.general.data_dir) / "kb" / "qdrant").is_dir()
+    capsys.readouterr()
+
+
+def test_skips_give_exit_1_with_reasons(env, docs_dir, tmp_path, capsys):
+    (docs_dir / "photo.txt").write_bytes(os.urandom(3000))
+    assert main(["ingest", str(docs_dir), "--kb", str(tmp_path / "kb")]) == 1
+    captured = capsys.readouterr()
+    assert f"{len(FACTS)} added" in captured.out and "1 skipped" in captured.out
+    assert "skipped   " in captured.err and "photo.txt: binary data" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ingest", "/no/such/file.txt"], "no such file or folder: /no/such/file.txt"),
+        (["kb", "remove", "/no/such/doc.txt"], "/no/such/doc.txt is not in the knowledge base"),
+        (["--set", "rag.chunk_overlap=900", "ingest", "."], "rag.chunk_overlap = 900 must be"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(env, tmp_path, capsys, argv, message):
+    if "--kb" not in argv:
+        argv = [*argv, "--kb", str(tmp_path / "kb")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("voice: error: ")
+    assert message in err
+
+
+def test_kb_path_that_is_a_file(env, tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["kb", "list", "--kb", str(f)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
