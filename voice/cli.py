@@ -25,9 +25,9 @@ COMMAND_MODULES = (
     "voice.commands.ingest",
     "voice.commands.kb",
     "voice.commands.ask",
-    "voice.commands.ask",
     "voice.commands.synth",
     "voice.commands.say",
+    "voice.commands.serve",
 )
 
 

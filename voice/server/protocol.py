@@ -405,14 +405,17 @@ class RealtimeProtocol:
         self._audio_started = True
         r.audio_bytes += len(pcm)
         if text is not None:
-            r.marks.append((r.audio_bytes / self._bytes_per_ms_out(), text))
-        elif r.marks:
-            end, last = r.marks[-1]
-            r.marks[-1] = (r.audio_bytes / self._bytes_per_ms_out(), last)
+            self.label_audio(text)
         if self.settings.binary_audio:
             return [pcm]
         return [ev.ResponseOutputAudioDelta(event_id=self._id("event"), response_id=r.response_id, item_id=r.item_id,
                                             delta=base64.b64encode(pcm).decode("ascii"))]
+
+    def label_audio(self, text: str) -> None:
+        """The audio sent since the last label speaks ``text`` (for truncate -> spoken text)."""
+        r = self._response
+        if r is not None:
+            r.marks.append((r.audio_bytes / self._bytes_per_ms_out(), text))
 
     def on_response_done(self, status: str = "completed", reason: str | None = None,
                          error: str | None = None) -> list[Outgoing]:

@@ -1,0 +1,118 @@
+"""``voice serve``: the websockets server (HTTP + ``/v1/realtime``) over shared models.
+
+    async with VoiceServer(cfg) as server:   # loads models once, binds, serves
+        await server.serve_forever()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from voice.config import Config
+from voice.server.http import (
+    BINARY_SUBPROTOCOL,
+    Gate,
+    check_bind,
+    offered_subprotocols,
+    select_subprotocol,
+)
+from voice.server.metrics import ServerMetrics
+from voice.server.resources import ServerResources
+
+log = logging.getLogger(__name__)
+
+
+class VoiceServer:
+    def __init__(self, cfg: Config, *, host: str | None = None, port: int | None = None,
+                 resources: ServerResources | None = None, environ: dict[str, str] | None = None) -> None:
+        self.cfg = cfg
+        self.host = host or cfg.server.host
+        self.port = cfg.server.port if port is None else port
+        env = os.environ if environ is None else environ
+        self.token = env.get(cfg.server.token_env) or None
+        check_bind(self.host, self.token, cfg.server.token_env)
+        self.resources = resources or ServerResources(cfg)
+        self._own_resources = resources is None
+        self.metrics = ServerMetrics()
+        self.started = time.monotonic()
+        self._server: Server | None = None
+        self._sessions: set[asyncio.Task[Any]] = set()
+        self.gate = Gate(
+            token=self.token, allowed_origins=cfg.server.allowed_origins, max_sessions=cfg.server.max_sessions,
+            sessions=lambda: self.metrics.sessions_active, metrics_text=self.metrics.render, health=self.health,
+            on_reject=lambda reason: self.metrics.sessions_rejected.update([reason]),
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok" if self.resources.ready else "loading", "sessions": self.metrics.sessions_active,
+                "max_sessions": self.cfg.server.max_sessions, "uptime_s": round(time.monotonic() - self.started, 1)}
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        if not self.resources.ready:
+            await self.resources.start()
+        self._server = await serve(
+            self._handle, self.host, self.port,
+            process_request=self._process_request,
+            select_subprotocol=lambda conn, offered: select_subprotocol(offered),
+            max_size=self.cfg.server.max_message_bytes,
+            max_queue=16,
+            write_limit=1 << 16,
+            ping_interval=20, ping_timeout=20, close_timeout=2,
+            server_header="voice",
+        )
+        log.info("voice serve: listening on http://%s:%d", self.host, self.bound_port)
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        return self.gate.process(request)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        from voice.server.session import RealtimeSession
+
+        if self.metrics.sessions_active >= self.cfg.server.max_sessions:
+            self.metrics.sessions_rejected.update(["capacity"])
+            await ws.close(1013, "too many sessions")
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        self.metrics.sessions_active += 1
+        self.metrics.sessions_total += 1
+        binary = BINARY_SUBPROTOCOL in offered_subprotocols(ws.request.headers) if ws.request else False
+        try:
+            await RealtimeSession(ws, self.resources, self.cfg, self.metrics, binary=binary).run()
+        except Exception:  # a session bug must not kill the server; the client gets 1011
+            log.exception("session failed")
+            await ws.close(1011, "internal error")
+        finally:
+            self.metrics.sessions_active -= 1
+            self._sessions.discard(task)
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        if self._own_resources:
+            await self.resources.aclose()
+
+    async def __aenter__(self) -> VoiceServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

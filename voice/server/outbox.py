@@ -1,0 +1,141 @@
+"""Bounded per-session send queue and the socket audio sink that feeds it.
+
+Control and text events always go in (they are small and few per turn, like pipecat's system
+frames); audio waits while ``max_audio`` chunks are queued, so a client that reads slowly stalls
+its own pipeline (TTS waits on ``write``) instead of growing server memory. Barge-in purges the
+audio not yet sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Item:
+    payload: Any  # a server event or raw bytes
+    samples: int = 0  # > 0: an audio chunk of this many samples
+
+
+class Outbox:
+    def __init__(self, max_audio: int = 32) -> None:
+        self.max_audio = max_audio
+        self._items: deque[Item] = deque()
+        self._audio = 0
+        self._changed = asyncio.Event()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, payload: Any) -> None:
+        if self.closed:
+            return
+        self._items.append(Item(payload))
+        self._changed.set()
+
+    async def put_audio(self, payload: Any, samples: int) -> None:
+        while self._audio >= self.max_audio and not self.closed:
+            self._changed.clear()
+            await self._changed.wait()
+        if self.closed:
+            return
+        self._items.append(Item(payload, samples))
+        self._audio += 1
+        self._changed.set()
+
+    def purge_audio(self) -> int:
+        """Drop queued audio chunks; returns their samples."""
+        keep = deque(i for i in self._items if not i.samples)
+        dropped = sum(i.samples for i in self._items if i.samples)
+        self._items = keep
+        self._audio = 0
+        self._changed.set()
+        return dropped
+
+    async def get(self) -> Item | None:
+        """Next item, or None once closed and empty."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+        item = self._items.popleft()
+        if item.samples:
+            self._audio -= 1
+            self._changed.set()
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        self._items.clear()
+        self._audio = 0
+        self._changed.set()
+
+
+def float_to_pcm16(audio: np.ndarray) -> bytes:
+    a = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    return (a * 32767.0).astype("<i2").tobytes()
+
+
+def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+class SocketSink:
+    """An :class:`~voice.pipeline.io.AudioSink` over a WebSocket session.
+
+    ``played_samples`` assumes the client plays what was sent at real-time speed from the first
+    sample sent (the client corrects memory with ``conversation.item.truncate`` if it played less).
+    ``encode(pcm)`` turns PCM16 into the items to send (protocol events or binary frames).
+    """
+
+    def __init__(self, outbox: Outbox, sample_rate: int, encode: Callable[[bytes], list[Any]]) -> None:
+        self.outbox = outbox
+        self.sample_rate = sample_rate
+        self.encode = encode
+        self._queued = 0  # samples handed to the outbox
+        self._sent = 0  # samples written to the socket
+        self._base = 0
+        self._t0: float | None = None
+        self.first_sent_at: float | None = None
+
+    @property
+    def played_samples(self) -> int:
+        if self._t0 is None:
+            return min(self._sent, self._base)
+        return min(self._sent, self._base + int((time.monotonic() - self._t0) * self.sample_rate))
+
+    async def write(self, chunk: np.ndarray) -> None:
+        pcm = float_to_pcm16(chunk)
+        n = len(pcm) // 2
+        if not n:
+            return
+        self._queued += n
+        items = self.encode(pcm)
+        for i, item in enumerate(items):
+            await self.outbox.put_audio(item, n if i == len(items) - 1 else 0)
+
+    def on_sent(self, samples: int) -> None:
+        """The writer put ``samples`` of audio on the socket."""
+        now = time.monotonic()
+        if self._t0 is None or self.played_samples >= self._sent:  # idle: the clock restarts
+            self._base, self._t0 = self.played_samples, now
+        if self.first_sent_at is None:
+            self.first_sent_at = now
+        self._sent += samples
+
+    def clear(self) -> int:
+        played = self.played_samples
+        self.outbox.purge_audio()
+        dropped = self._queued - played
+        self._queued = self._sent = self._base = played
+        self._t0 = None
+        return max(0, dropped)

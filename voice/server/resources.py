@@ -1,0 +1,80 @@
+"""What every session shares: models loaded once per server process (an app context, no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from voice.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class ServerResources:
+    """Transcriber, TTS engine, VAD session and LLM runtime shared by all sessions.
+
+    ``await start()`` loads everything once; each session then asks for a fresh chain (its own
+    memory) with :meth:`make_chain`, which reuses the shared LLM runtime and knowledge base.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.transcriber: Any = None
+        self.tts: Any = None
+        self.vad_session: Any = None
+        self.runtime: Any = None
+        self.kb: Any = None
+        self.ready = False
+
+    async def start(self) -> None:
+        from voice.asr import get_transcriber
+        from voice.audio.vad import load_silero_session
+        from voice.llm.runtime import LlmRuntime
+        from voice.tts.base import create_engine
+
+        self.transcriber = get_transcriber(self.cfg)
+        self.tts = create_engine(self.cfg)
+        self.runtime = LlmRuntime()
+        self.vad_session = await asyncio.to_thread(load_silero_session)
+        start = getattr(self.transcriber, "start", None)
+        await asyncio.gather(
+            start() if start is not None else asyncio.sleep(0),
+            self.tts.load(),
+            self.runtime.endpoint(self.cfg),  # starts the embedded llama.cpp server once
+        )
+        if self.cfg.rag.enabled and self.cfg.kb_dir().exists():
+            try:
+                from voice.rag import KnowledgeBase
+
+                self.kb = KnowledgeBase(self.cfg)
+            except Exception as err:  # a broken KB must not stop the server; answers go without it
+                log.warning("knowledge base not used: %s", err)
+        self.ready = True
+
+    def voices(self) -> list[str]:
+        try:
+            names = list(self.tts.voices()) if self.tts is not None else []
+        except Exception:
+            names = []
+        return names or ["default"]
+
+    def make_vad(self, vad_cfg: Any) -> Any:
+        from voice.audio.vad import Endpointer, SileroVad
+
+        return Endpointer(vad_cfg, SileroVad(self.vad_session))
+
+    async def make_chain(self, cfg: Config) -> Any:
+        """A new chain (its own memory) on the shared LLM runtime and knowledge base."""
+        from voice.llm import create_chain
+
+        return create_chain(cfg, kb=self.kb, app=self.runtime)
+
+    async def aclose(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.aclose()
+        if self.kb is not None:
+            close = getattr(self.kb, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+

@@ -1,0 +1,299 @@
+"""One realtime WebSocket session: the thin asyncio shell around :class:`RealtimeProtocol` and a
+:class:`~voice.pipeline.conversation.Conversation` that runs unchanged (socket in, socket out).
+
+Tasks per session: this reader (the handler's own task), one writer draining the
+:class:`Outbox`, one idle watchdog; the conversation's own tasks. All end in :meth:`run`'s
+``finally`` (cancelled with a timeout), whatever way the client leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from voice.config import Config
+from voice.pipeline import events as pev
+from voice.server import events as ev
+from voice.server import protocol as p
+from voice.server.metrics import ServerMetrics
+from voice.server.outbox import Outbox, SocketSink, pcm16_to_float
+from voice.server.resources import ServerResources
+from voice.server.settings import SessionSettings
+
+log = logging.getLogger(__name__)
+
+PIPELINE_RATE = 16000
+REASONS = {"barge_in": "turn_detected", "new_turn": "turn_detected", "client_cancelled": "client_cancelled"}
+
+
+class _SwitchableEndpointer:
+    """Lets session.update replace the VAD (new parameters) under a running Conversation."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def process(self, frame: Any) -> Any:
+        return self.inner.process(frame)
+
+    def flush(self) -> Any:
+        return self.inner.flush()
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+class RealtimeSession:
+    def __init__(self, ws: ServerConnection, resources: ServerResources, cfg: Config, metrics: ServerMetrics,
+                 *, binary: bool = False) -> None:
+        self.ws = ws
+        self.resources = resources
+        self.metrics = metrics
+        self.scfg = cfg.server
+        self.cfg = copy.deepcopy(cfg)
+        # the browser (or client) cancels echo; the microphone stays open while the assistant talks
+        self.cfg.pipeline.headphones = True
+        self.cfg.pipeline.turn_detection = "vad"
+        voices = resources.voices()
+        settings = SessionSettings(voice=voices[0], binary_audio=binary,
+                                   turn_detection=_turn_from_cfg(self.cfg))
+        self.proto = p.RealtimeProtocol(settings=settings, voices=voices,
+                                        max_message_bytes=cfg.server.max_message_bytes,
+                                        id_prefix=secrets.token_hex(4) + "_")
+        self.outbox = Outbox(max_audio=64)
+        self.sink = SocketSink(self.outbox, settings.output_rate, self._encode_audio)
+        self.conv: Any = None
+        self.chain: Any = None
+        self._resampler: Any = None
+        self._resampler_rate = PIPELINE_RATE
+        self._in_samples = 0  # 16 kHz samples received
+        self._last_rx = time.monotonic()
+        self._pending_text: str | None = None
+        self._pending_audio = False
+        self._next_response: str | None = None
+        self._resp_turn: int | None = None
+        self._resp_end: tuple[str, str | None, str | None] = ("completed", None, None)
+        self._item_turns: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        from voice.pipeline.conversation import Conversation
+
+        self.chain = await self.resources.make_chain(self.cfg)
+        self.conv = Conversation(
+            self.cfg, transcriber=self.resources.transcriber, chain=self.chain, tts=self.resources.tts,
+            sink=self.sink, endpointer=_SwitchableEndpointer(self.resources.make_vad(self.cfg.vad)),
+        )
+        self.conv.add_listener(self._on_pipeline_event)
+        self._send_all(self.proto.start())
+        writer = asyncio.create_task(self._writer(), name="voice-ws-writer")
+        watchdog = asyncio.create_task(self._watchdog(), name="voice-ws-idle")
+        try:
+            async for message in self.ws:
+                self._last_rx = time.monotonic()
+                self.metrics.messages_in += 1
+                await self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.outbox.close()
+            for t in (writer, watchdog):
+                t.cancel()
+            await asyncio.wait([writer, watchdog], timeout=2.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conv.aclose(), timeout=5.0)
+            aclose = getattr(self.chain, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(aclose(), timeout=2.0)
+
+    async def _writer(self) -> None:
+        while (item := await self.outbox.get()) is not None:
+            payload = item.payload
+            try:
+                if isinstance(payload, bytes):
+                    await self.ws.send(payload)
+                else:
+                    await self.ws.send(json.dumps(payload.to_dict(), separators=(",", ":")))
+            except ConnectionClosed:
+                return
+            if item.samples:
+                self.sink.on_sent(item.samples)
+                self.metrics.audio_out_seconds += item.samples / self.sink.sample_rate
+
+    async def _watchdog(self) -> None:
+        limit = self.scfg.idle_timeout_s
+        while True:
+            await asyncio.sleep(min(limit, 5.0) / 2)
+            busy = self.conv is not None and self.conv.busy
+            if not busy and time.monotonic() - self._last_rx > limit:
+                await self.ws.close(1001, "idle timeout")
+                return
+
+    # ------------------------------------------------------------------ client -> pipeline
+
+    def _send_all(self, items: list[Any]) -> None:
+        for item in items:
+            if isinstance(item, ev.ErrorEvent):
+                self.metrics.errors[str(item.error.get("code"))] += 1
+            self.outbox.put_nowait(item)
+
+    async def _on_message(self, message: str | bytes) -> None:
+        out = self.proto.receive(message)
+        for item in out:
+            if isinstance(item, p.Command):
+                try:
+                    await self._command(item)
+                except Exception as err:  # the session goes on; the client hears why
+                    log.warning("command %s failed: %s", type(item).__name__, err, exc_info=True)
+                    self._send_all([self.proto.error(f"server error: {err}", code="server_error", kind="server_error")])
+            else:
+                self._send_all([item])
+
+    async def _command(self, cmd: p.Command) -> None:
+        conv = self.conv
+        if isinstance(cmd, p.AppendAudio):
+            audio = pcm16_to_float(cmd.pcm)
+            if cmd.sample_rate != PIPELINE_RATE:
+                if self._resampler is None or self._resampler_rate != cmd.sample_rate:
+                    from voice.audio.resample import StreamResampler
+
+                    self._resampler = StreamResampler(cmd.sample_rate, PIPELINE_RATE)
+                    self._resampler_rate = cmd.sample_rate
+                audio = self._resampler.process(audio)
+            self._in_samples += audio.shape[0]
+            conv.process_frame(audio)
+            if self.proto.settings.turn_detection is None:
+                self._pending_audio = True
+        elif isinstance(cmd, p.CommitAudio):
+            self._pending_audio = conv.manual  # server VAD decides turns itself; a commit is a hint
+        elif isinstance(cmd, p.ClearAudio):
+            conv.clear_input()
+            self._pending_audio = False
+        elif isinstance(cmd, p.UserText):
+            self._pending_text = cmd.text
+        elif isinstance(cmd, p.CreateResponse):
+            self._next_response = cmd.response_id
+            if self._pending_text is not None:
+                text, self._pending_text = self._pending_text, None
+                await conv.submit_text(text)
+            elif conv.manual:
+                tid = await conv.commit_input()
+                if tid is None:
+                    self._empty_response()
+        elif isinstance(cmd, p.CancelResponse):
+            conv.interrupt("client_cancelled")
+        elif isinstance(cmd, p.TruncateAssistant):
+            tid = self._item_turns.get(cmd.item_id)
+            if tid is not None:
+                result = self.chain.commit_assistant(tid, cmd.spoken_text)
+                if asyncio.iscoroutine(result):
+                    await result
+        elif isinstance(cmd, p.UpdateSettings):
+            await self._apply_settings(cmd.settings)
+
+    async def _apply_settings(self, s: SessionSettings) -> None:
+        conv = self.conv
+        td = s.turn_detection
+        if td is None:
+            if not conv.manual:
+                conv.clear_input()
+            conv.manual = True
+        else:
+            vad = self.cfg.vad
+            changed = (vad.threshold, vad.min_silence_ms, vad.pre_roll_ms) != (
+                td.threshold, td.silence_duration_ms, td.prefix_padding_ms)
+            vad.threshold, vad.min_silence_ms, vad.pre_roll_ms = td.threshold, td.silence_duration_ms, td.prefix_padding_ms
+            if vad.neg_threshold is not None and vad.neg_threshold >= vad.threshold:
+                vad.neg_threshold = None
+            if changed or conv.manual:
+                conv.endpointer.inner = self.resources.make_vad(vad)
+            conv.manual = False
+            self.cfg.pipeline.barge_in = td.interrupt_response
+        voices = self.resources.voices()
+        conv.voice = s.voice if s.voice in voices and s.voice != "default" else None
+        self.sink.sample_rate = s.output_rate
+        if s.instructions != (self.cfg.llm.system_prompt or "") and s.instructions:
+            self.cfg.llm.system_prompt = s.instructions
+            old, self.chain = self.chain, await self.resources.make_chain(self.cfg)
+            conv.chain = self.chain
+            aclose = getattr(old, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    def _empty_response(self) -> None:
+        rid, self._next_response = self._next_response, None
+        self._send_all(self.proto.on_response_started(rid))
+        self._send_all(self.proto.on_response_done("completed"))
+
+    def _encode_audio(self, pcm: bytes) -> list[Any]:
+        return list(self.proto.on_audio(pcm))
+
+    # ------------------------------------------------------------------ pipeline -> client
+
+    def _on_pipeline_event(self, e: pev.Event) -> None:
+        proto = self.proto
+        tid = e.turn_id
+        ms = int(self._in_samples * 1000 / PIPELINE_RATE)
+        if isinstance(e, pev.SpeechStarted):
+            self._send_all(proto.on_speech_started(max(0, ms - self.cfg.vad.min_speech_ms)))
+        elif isinstance(e, pev.SpeechStopped):
+            self._send_all(proto.on_speech_stopped(ms))
+        elif isinstance(e, pev.TranscriptFinal):
+            if e.source == "speech":
+                self._send_all(proto.on_transcript(e.text))
+            if e.text and self.conv is not None and self.conv.turns.last == tid:
+                rid, self._next_response = self._next_response, None
+                self._resp_turn = tid
+                self._resp_end = ("completed", None, None)
+                self._send_all(proto.on_response_started(rid))
+            elif not e.text and self._next_response is not None:
+                self._empty_response()
+        elif tid != self._resp_turn:
+            return
+        elif isinstance(e, pev.LlmDelta):
+            self._send_all(proto.on_text(e.text))
+        elif isinstance(e, pev.AudioOut):
+            proto.label_audio(e.text)
+        elif isinstance(e, pev.TurnCancelled):
+            self._resp_end = ("cancelled", REASONS.get(e.reason, "client_cancelled"), None)
+        elif isinstance(e, pev.Error):
+            self._resp_end = ("failed", None, f"{e.stage}: {e.message}")
+            self._send_all([proto.error(f"{e.stage} failed: {e.message}", code=f"{e.stage}_failed", kind="server_error")])
+        elif isinstance(e, pev.TurnMetrics):
+            status, reason, error = self._resp_end
+            rid = proto.response_id
+            done = proto.on_response_done(status, reason, error)
+            for d in done:
+                if isinstance(d, ev.ResponseOutputAudioDone):
+                    self._item_turns = {d.item_id: tid}
+            self._send_all(done)
+            self._resp_turn = None
+            self.metrics.turns[status] += 1
+            m: dict[str, Any] = {}
+            for k, v in e.as_dict().items():
+                if k.endswith("_s"):
+                    m[k[:-2] + "_ms"] = None if v is None else round(float(v) * 1000, 1)
+                else:
+                    m[k] = v
+            for stage in ("voice_to_voice_s", "transcript_s", "first_token_s", "first_audio_s", "total_s"):
+                self.metrics.observe(stage[:-2], getattr(e, stage))
+            if rid is not None:
+                self._send_all(proto.on_metrics(rid, m))
+
+
+def _turn_from_cfg(cfg: Config) -> Any:
+    from voice.server.settings import TurnDetection
+
+    return TurnDetection(threshold=cfg.vad.threshold, prefix_padding_ms=cfg.vad.pre_roll_ms,
+                         silence_duration_ms=cfg.vad.min_silence_ms)

@@ -1,0 +1,26 @@
+// Microphone capture: converts each 128-sample render quantum to PCM16 and posts
+// ~40 ms batches to the page, which sends them as binary WebSocket frames.
+class PcmCapture extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.batch = new Int16Array(Math.round(sampleRate * 0.04));
+    this.fill = 0;
+  }
+  process(inputs) {
+    const input = inputs[0];
+    if (input && input[0]) {
+      const ch = input[0];
+      for (let i = 0; i < ch.length; i++) {
+        const s = Math.max(-1, Math.min(1, ch[i]));
+        this.batch[this.fill++] = s < 0 ? s * 0x8000 : s * 0x7fff;
+        if (this.fill === this.batch.length) {
+          this.port.postMessage(this.batch.buffer, [this.batch.buffer]);
+          this.batch = new Int16Array(this.batch.length);
+          this.fill = 0;
+        }
+      }
+    }
+    return true;
+  }
+}
+registerProcessor("pcm-capture", PcmCapture);
