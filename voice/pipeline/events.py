@@ -1,0 +1,162 @@
+"""Typed pipeline events. Every event carries the ``turn_id`` it belongs to.
+
+A turn starts when the user starts speaking (or types a line) and ends when the assistant's
+answer has been played, cancelled or failed. Order within one turn::
+
+    SpeechStarted -> SpeechStopped -> TranscriptFinal -> LlmDelta* -> TtsChunk* / AudioOut*
+    -> PlaybackStarted -> LlmDone -> PlaybackDone -> TurnMetrics
+    (BargeIn -> TurnCancelled may end a turn early; Error may appear anywhere)
+
+``StatusChanged`` tells a UI whether the assistant is listening, thinking or speaking. Times
+(``t``) are ``time.monotonic()`` seconds when the event was made. Events are frozen: consumers
+(terminal UI, WebSocket server, tests) may keep them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Status = Literal["listening", "thinking", "speaking", "muted", "stopped"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base class: the turn this belongs to and when it happened."""
+
+    turn_id: int
+    t: float = field(default_factory=time.monotonic, compare=False)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusChanged(Event):
+    status: Status
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechStarted(Event):
+    """The VAD heard the user start speaking."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechStopped(Event):
+    """The VAD decided the user's turn ended (after the silence hang-over)."""
+
+    duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscriptFinal(Event):
+    """What the user said (or typed: ``source == "text"``)."""
+
+    text: str
+    source: Literal["speech", "text"] = "speech"
+    language: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlmDelta(Event):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlmDone(Event):
+    """The whole answer as generated (what was spoken may be less: see PlaybackDone)."""
+
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TtsChunk(Event):
+    """A piece of speech synthesized for ``text``."""
+
+    text: str
+    index: int
+    samples: int
+    sample_rate: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioOut(Event):
+    """Audio handed to the sink, at the sink's sample rate."""
+
+    audio: np.ndarray = field(compare=False, repr=False)
+    sample_rate: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlaybackStarted(Event):
+    """The sink played the first sample of this turn's answer."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlaybackDone(Event):
+    """Everything written for this turn has been played."""
+
+    spoken_text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BargeIn(Event):
+    """The user spoke over the assistant: output was cleared at ``t``."""
+
+    played_text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnCancelled(Event):
+    """The turn's answer was stopped; memory keeps only ``spoken_text``."""
+
+    reason: str
+    spoken_text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnMetrics(Event):
+    """Latencies in seconds from the end of the user's turn (None = did not happen)."""
+
+    transcript_s: float | None
+    first_token_s: float | None
+    first_audio_s: float | None
+    voice_to_voice_s: float | None
+    total_s: float | None
+    source: Literal["speech", "text"] = "speech"
+    #: Speech end as heard (start of the silence hang-over) -> first sample played.
+    from_silence_s: float | None = None
+    #: Stage durations measured inside this turn.
+    asr_s: float | None = None
+    llm_first_token_s: float | None = None
+    tts_first_chunk_s: float | None = None
+    cancelled: bool = False
+
+    def as_dict(self) -> dict[str, float | int | str | bool | None]:
+        return {
+            "turn_id": self.turn_id,
+            "source": self.source,
+            "transcript_s": self.transcript_s,
+            "first_token_s": self.first_token_s,
+            "first_audio_s": self.first_audio_s,
+            "voice_to_voice_s": self.voice_to_voice_s,
+            "total_s": self.total_s,
+            "from_silence_s": self.from_silence_s,
+            "asr_s": self.asr_s,
+            "llm_first_token_s": self.llm_first_token_s,
+            "tts_first_chunk_s": self.tts_first_chunk_s,
+            "cancelled": self.cancelled,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Event):
+    """A stage failed for this turn; the conversation goes on."""
+
+    stage: str
+    message: str
