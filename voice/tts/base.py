@@ -142,12 +142,12 @@ def _info(name: str) -> EngineInfo:
         ) from None
 
 
-def _module(info: EngineInfo) -> object:
+def _module(info: EngineInfo) -> object | None:
     try:
         return importlib.import_module(info.module)
     except ModuleNotFoundError as err:
         if err.name == info.module:
-            raise ModelNotAvailable(f"TTS engine {info.name!r} is not part of this install") from None
+            return None
         raise
 
 
@@ -155,8 +155,11 @@ def create_engine(cfg: Config, name: str | None = None) -> TTSEngine:
     """A new (unloaded) engine by name (default ``cfg.tts.engine``), on its chosen device."""
     info = _info(name or cfg.tts.engine)
     mod = _module(info)
-    missing = mod.missing_dependency()  # type: ignore[attr-defined]
-    if missing:
+    missing: str | None = (
+        f"a voice version that ships {info.module}" if mod is None
+        else mod.missing_dependency()  # type: ignore[attr-defined]
+    )
+    if missing or mod is None:
         if info.expressive and cfg.tts.fallback_to_piper and info.name != "piper":
             log.warning(
                 "TTS engine %s is not installed (%s); using piper instead (tts.fallback_to_piper)",
