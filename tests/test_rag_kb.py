@@ -221,3 +221,15 @@ def test_qdrant_server_mode(cfg, rag_embedder, tmp_path):
     finally:
         kb.clear()
         kb.close()
+
+
+def test_synthetic_store_for_benchmarks(kb):
+    from voice.rag.synthetic import build_synthetic_kb
+
+    needle = "The Zorblax fusion reactor in Tromsø produces 42 megawatts of power."
+    info = build_synthetic_kb(kb, 300, needles={needle: "q"}, batch=128, base_texts=16)
+    assert info["chunks"] == 301 and kb.store.count() == 301
+    hit = kb.search("How much power does the Zorblax reactor produce?", top_k=1)[0]
+    assert hit.text == needle
+    filler = kb.search("What did the finance team approve?", top_k=3, score_threshold=-1)
+    assert len(filler) == 3 and all(p.source.startswith("/synthetic/doc") for p in filler)
