@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "voice.commands.synth",
     "voice.commands.say",
     "voice.commands.serve",
+    "voice.commands.chat",
 )
 
 
