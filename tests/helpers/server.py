@@ -103,20 +103,20 @@ def speech_24k(path: str, silence_s: float = 1.5) -> np.ndarray:
     return np.concatenate([np.zeros(int(0.3 * 24000), np.float32), a, np.zeros(int(silence_s * 24000), np.float32)])
 
 
-async def text_turn(ws: Any, text: str, timeout: float = 90) -> dict[str, Any]:
+async def text_turn(ws: Any, text: str, wait_s: float = 90) -> dict[str, Any]:
     """Ask by text over a raw websocket; collect audio, transcript and metrics until voice.metrics."""
     await ws.send(json.dumps({"type": "conversation.item.create", "item": {
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}))
     await ws.send(json.dumps({"type": "response.create"}))
-    return await collect_response(ws, timeout)
+    return await collect_response(ws, wait_s)
 
 
-async def collect_response(ws: Any, timeout: float = 90) -> dict[str, Any]:
+async def collect_response(ws: Any, wait_s: float = 90) -> dict[str, Any]:
     out: dict[str, Any] = {"audio": 0, "types": [], "transcript": None, "metrics": None, "status": None}
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     while True:
-        msg = await asyncio.wait_for(ws.recv(), timeout)
+        msg = await asyncio.wait_for(ws.recv(), wait_s)
         if isinstance(msg, bytes):
             out["audio"] += len(msg)
             out.setdefault("first_audio_s", loop.time() - t0)
