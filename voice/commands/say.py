@@ -18,7 +18,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--voice", help="voice name or path (engine-specific)")
     p.add_argument("--speed", type=float, help="speed factor (1.0 = normal)")
     p.add_argument("-o", "--output", metavar="FILE", help="write .wav or .flac instead of playing")
-    p.add_argument("--device", help="output device name or index (default: audio.output_device)")
+    p.add_argument("--output-device", metavar="NAME|INDEX", help="speaker name or index (default: audio.output_device)")
     p.set_defaults(handler=run)
 
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from voice.errors import InputError
 
     apply_flags(cfg, {"tts.engine": args.engine, "tts.voice": args.voice, "tts.speed": args.speed,
-                      "audio.output_device": args.device})
+                      "audio.output_device": args.output_device})
     text = args.text if args.text not in (None, "-") else sys.stdin.read()
     if not text or not text.strip():
         raise InputError("nothing to say: give the text as an argument or on stdin")
