@@ -29,6 +29,14 @@ from voice.tts.base import AudioChunk, CancelToken
 SR = 16000
 
 
+async def until(pred, limit_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(limit_s / 0.01)):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
 # ----------------------------------------------------------------------------- sans-I/O
 
 
@@ -209,8 +217,7 @@ async def test_barge_in_clears_sink_and_keeps_only_played_text(cfg) -> None:  # 
     conv, chain, asr, sink, seen = make(cfg)
     tid = await conv.submit_text("tell me something")
     # let it play about 2.2 s: more than the first piece (~1.6 s), less than two
-    while not any(isinstance(e, ev.PlaybackStarted) for e in seen):
-        await asyncio.sleep(0.01)
+    await until(lambda: any(isinstance(e, ev.PlaybackStarted) for e in seen))
     await asyncio.sleep(2.2)
     written_before = sink.written_samples
     t0 = time.monotonic()
@@ -301,8 +308,7 @@ async def test_mic_ignored_while_speaking_without_headphones(cfg) -> None:  # ty
     conv.process_frame(np.zeros(512, np.float32))
     assert fed == [512]
     tid = await conv.submit_text("hi")
-    while not conv.speaking:
-        await asyncio.sleep(0.01)
+    await until(lambda: conv.speaking)
     conv.process_frame(np.zeros(512, np.float32))
     assert fed == [512]  # gated: the assistant's own voice must not start a turn
     conv.set_muted(True)

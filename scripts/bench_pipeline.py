@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Voice-to-voice latency of the conversation pipeline vs. its stages measured alone, as JSON.
+
+Spoken questions are made with the configured TTS (Piper by default), then fed to the real
+pipeline (VAD -> Whisper -> chain with retrieval -> chunker -> TTS -> a sink that plays at
+wall-clock speed) in real time, one turn per question. In the same run each stage is timed
+standalone on the same input: ASR on the utterance, the chain's first token, TTS's first chunk.
+Memory is cleared before every turn so all prompts are alike.
+
+    .venv/bin/python scripts/bench_pipeline.py [--turns 6] [--no-retrieval] [--out FILE]
+
+``voice_to_voice`` is measured from the VAD's end of speech (after the silence hang-over,
+vad.min_silence_ms) to the first sample played; ``from_silence`` from the moment the user
+fell silent (includes the hang-over). ``overhead_ratio`` = voice_to_voice p50 / (ASR + LLM
+first token + TTS first chunk) p50; early transcription during the hang-over can push it
+below 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DOC = """# The Kestrel Point lighthouse
+
+The lighthouse on Kestrel Point was painted bright purple in 1987. Its keeper is Marigold
+Fenwick, who has looked after it for twenty years. The light can be seen from forty kilometres.
+The island has one bakery, which sells blueberry bread on Sundays.
+"""
+
+QUESTIONS = [
+    "What color is the lighthouse on Kestrel Point?",
+    "Who is the keeper of the lighthouse?",
+    "How far away can the light be seen?",
+    "What does the bakery sell on Sundays?",
+    "When was the lighthouse painted?",
+    "What is the capital of France?",
+]
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    from voice.pipeline.metrics import percentile
+
+    v = percentile(xs, q)
+    return None if v is None else round(v, 3)
+
+
+def stats(xs: list[float]) -> dict[str, float | int | None]:
+    return {"p50": pct(xs, 50), "p95": pct(xs, 95), "n": len(xs)}
+
+
+async def speak_to_16k(tts, text: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from voice.audio.resample import resample
+
+    parts = [resample(c.audio, c.sample_rate, 16000) async for c in tts.stream(text)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--turns", type=int, default=6)
+    ap.add_argument("--no-retrieval", action="store_true")
+    ap.add_argument("--out", help="also write the JSON here")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from voice.config import load_config
+    from voice.pipeline import events as ev
+    from voice.pipeline.conversation import Conversation
+    from voice.pipeline.io import FileSink, array_frames
+    from voice.pipeline.stack import build_stack, open_kb
+    from voice.tts.chunker import SpeechChunker
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    cfg = load_config()
+    cfg.general.data_dir = str(tmp / "data")
+    if not args.no_retrieval:
+        (tmp / "docs").mkdir()
+        (tmp / "docs" / "kestrel.md").write_text(DOC)
+        from voice.rag import KnowledgeBase
+
+        with KnowledgeBase(cfg, tmp / "kb") as kb0:
+            kb0.ingest([tmp / "docs" / "kestrel.md"])
+    kb = open_kb(cfg, tmp / "kb" if not args.no_retrieval else None, retrieval=not args.no_retrieval)
+    t0 = time.perf_counter()
+    stack = await build_stack(cfg, kb=kb)
+    load_s = time.perf_counter() - t0
+    questions = (QUESTIONS * (args.turns // len(QUESTIONS) + 1))[: args.turns]
+    audios = [await speak_to_16k(stack.tts, q) for q in questions]
+
+    sink = FileSink(None, stack.tts.sample_rate, realtime=True)
+    conv = Conversation(cfg, transcriber=stack.transcriber, chain=stack.chain, tts=stack.tts, sink=sink)
+    metrics: list[ev.TurnMetrics] = []
+    answers: list[str] = []
+    heard: list[str] = []
+    conv.add_listener(lambda e: metrics.append(e) if isinstance(e, ev.TurnMetrics) else None)
+    conv.add_listener(lambda e: answers.append(e.text) if isinstance(e, ev.LlmDone) else None)
+    conv.add_listener(lambda e: heard.append(e.text) if isinstance(e, ev.TranscriptFinal) else None)
+
+    asr_s: list[float] = []
+    llm_s: list[float] = []
+    tts_s: list[float] = []
+    memory = getattr(stack.chain, "memory", None)
+    for i, (_q, audio) in enumerate(zip(questions, audios, strict=True)):
+        # --- stages alone, same input
+        t = time.perf_counter()
+        tr = await stack.transcriber.transcribe(audio, live=True)
+        asr_s.append(time.perf_counter() - t)
+        if memory is not None:
+            memory.clear()
+        t = time.perf_counter()
+        first = ""
+        gen = stack.chain.astream(tr.text, turn_id=10_000 + i)
+        full: list[str] = []
+        async for d in gen:
+            if not first and d:
+                first = d
+                llm_s.append(time.perf_counter() - t)
+            full.append(d)
+        chunker = SpeechChunker(cfg.tts.chunker)
+        pieces = [p for d in full for p in chunker.feed(d)] + chunker.flush()
+        piece = pieces[0] if pieces else "Hello."
+        t = time.perf_counter()
+        async for _ in stack.tts.stream(piece):
+            tts_s.append(time.perf_counter() - t)
+            break
+        if memory is not None:
+            memory.clear()
+        # --- the pipeline, fed in real time
+        pad = np.zeros(8000, np.float32)
+        await conv.run(array_frames(np.concatenate([pad, audio]), realtime=True, tail_silence_s=1.5),
+                       hold_while_busy=True)
+        conv.endpointer.reset()
+
+    await conv.aclose()
+    await stack.aclose()
+    done = [m for m in metrics if not m.cancelled and m.voice_to_voice_s is not None]
+    v2v = [m.voice_to_voice_s for m in done if m.voice_to_voice_s is not None]
+    from_sil = [m.from_silence_s for m in done if m.from_silence_s is not None]
+    stage_sum = [a + b + c for a, b, c in zip(asr_s, llm_s, tts_s, strict=False)]
+    v2v50, sum50 = pct(v2v, 50), pct(stage_sum, 50)
+    ratio = round(v2v50 / sum50, 3) if v2v50 is not None and sum50 else None
+    out = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "stack": {"asr": cfg.asr.model, "llm": f"{cfg.llm.backend}:{cfg.llm.embedded.model}",
+                  "tts": f"{cfg.tts.engine}:{cfg.tts.piper.voice}", "retrieval": not args.no_retrieval,
+                  "vad_hangover_ms": cfg.vad.min_silence_ms, "early_transcribe": cfg.pipeline.early_transcribe},
+        "turns": len(questions),
+        "turns_answered": len(done),
+        "voice_to_voice_s": stats(v2v),
+        "from_silence_s": stats(from_sil),
+        "pipeline_stages_s": {
+            "transcript": stats([m.transcript_s for m in done if m.transcript_s is not None]),
+            "first_token": stats([m.first_token_s for m in done if m.first_token_s is not None]),
+            "first_audio": stats([m.first_audio_s for m in done if m.first_audio_s is not None]),
+        },
+        "standalone_s": {"asr": stats(asr_s), "llm_first_token": stats(llm_s),
+                         "tts_first_chunk": stats(tts_s), "sum": stats(stage_sum)},
+        "overhead_ratio": ratio,
+        "goals": {"overhead_ratio_le_1.10": ratio is not None and ratio <= 1.10,
+                  "voice_to_voice_p50_le_1.2s": v2v50 is not None and v2v50 <= 1.2},
+        "load_s": round(load_s, 2),
+        "heard": heard,
+        "answers": answers,
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")  # noqa: ASYNC240 - once, at exit
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
