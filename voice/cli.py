@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "voice.commands.devices",
     "voice.commands.config",
     "voice.commands.transcribe",
+    "voice.commands.listen",
     "voice.commands.ingest",
     "voice.commands.kb",
     "voice.commands.ask",
