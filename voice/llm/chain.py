@@ -145,24 +145,21 @@ class LlmChain(_Base):
             raise
 
     async def _generate(self, client: Any, ep: Endpoint, messages: list[dict[str, Any]]) -> AsyncIterator[str]:
-        llm = self.cfg.llm
-        offer_tools = bool(self.tools)
+        """Stream the answer, running at most one round of tool calls.
+
+        Round 1 offers the tools. After tools ran, round 2 sends their results in the OpenAI
+        format without tools. Small models sometimes answer that with the same call written as
+        text; then round 3 gives the results as plain text in the user's message instead.
+        """
+        names = set(self.tools)
         choice: Any = self.tool_choice
-        while True:
-            kwargs: dict[str, Any] = {
-                "model": ep.model,
-                "messages": messages,
-                "stream": True,
-                "temperature": llm.temperature,
-                "max_tokens": llm.max_tokens,
-            }
-            if offer_tools:
-                kwargs["tools"] = [t.spec() for t in self.tools.values()]
-                kwargs["tool_choice"] = choice
-            stream = await self._open(client, ep, kwargs)
+        results: list[tuple[str, str]] = []
+        for round_no in (1, 2, 3):
+            offer = bool(self.tools) and round_no == 1
+            hold = bool(self.tools) and round_no < 3
+            stream = await self._open(client, ep, self._request(ep, messages, offer, choice))
             calls: dict[int, ToolCall] = {}
             held = ""  # text held back while it may be a tool call written as text
-            holding = offer_tools
             try:
                 async for chunk in stream:
                     if not chunk.choices:
@@ -176,35 +173,56 @@ class LlmChain(_Base):
                     text = delta.content or ""
                     if not text:
                         continue
-                    if holding:
+                    if hold:
                         held += text
-                        if parse_text_calls(held, set(self.tools)):
-                            break  # a complete call: stop generating, run it
+                        if parse_text_calls(held, names):
+                            break  # a complete call: stop generating
                         if could_be_text_call(held):
                             continue
-                        holding, text, held = False, held, ""
+                        hold, text, held = False, held, ""
                     yield text
             except Exception as err:
                 if _is_openai_error(err):
-                    raise backend_error(err, ep, timeout_s=llm.timeout_s) from None
+                    raise backend_error(err, ep, timeout_s=self.cfg.llm.timeout_s) from None
                 raise
             finally:
                 await stream.close()
-            found = [c for c in calls.values() if c.name in self.tools]
+            found = [c for c in calls.values() if c.name in names]
             if not found and held:
-                found = parse_text_calls(held, set(self.tools))
+                found = parse_text_calls(held, names)
                 if not found:
                     yield held
-            if not found or not offer_tools:
+            if not found:
                 return
-            messages = [*messages, {"role": "assistant", "content": "", "tool_calls": [c.message() for c in found]}]
-            for c in found:
-                args = c.args()
-                result = await self.tools[c.name].run(args)
-                self.last_tool_calls.append((c.name, args, result))
-                messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
-            # One tool round: small models tend to call again and again when offered tools.
-            offer_tools = False
+            if round_no == 1:
+                messages = [*messages, {"role": "assistant", "content": "",
+                                        "tool_calls": [c.message() for c in found]}]
+                for c in found:
+                    args = c.args()
+                    result = await self.tools[c.name].run(args)
+                    self.last_tool_calls.append((c.name, args, result))
+                    results.append((c.name, result))
+                    messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
+            else:
+                base = [m for m in messages if m["role"] != "tool" and not m.get("tool_calls")]
+                told = "\n".join(f"- {name}: {result}" for name, result in results)
+                last = dict(base[-1])
+                last["content"] = f"{last['content']}\n\nTool results:\n{told}\nAnswer in plain words."
+                messages = [*base[:-1], last]
+
+    def _request(self, ep: Endpoint, messages: list[dict[str, Any]], offer_tools: bool, choice: Any) -> dict[str, Any]:
+        llm = self.cfg.llm
+        kwargs: dict[str, Any] = {
+            "model": ep.model,
+            "messages": messages,
+            "stream": True,
+            "temperature": llm.temperature,
+            "max_tokens": llm.max_tokens,
+        }
+        if offer_tools:
+            kwargs["tools"] = [t.spec() for t in self.tools.values()]
+            kwargs["tool_choice"] = choice
+        return kwargs
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -290,7 +308,10 @@ def load_chain_object(spec: str, cfg: Any) -> Any:
         except AttributeError:
             raise ConfigError(f"llm.chain = {spec!r}: {module_name} has no attribute {attr}") from None
     if not hasattr(obj, "astream") and callable(obj):
-        obj = obj(cfg)
+        try:
+            obj = obj(cfg)
+        except Exception as err:  # noqa: BLE001 - a factory that fails is a config problem here
+            raise ConfigError(f"llm.chain = {spec!r}: calling it with the config failed ({err})") from None
     if not hasattr(obj, "astream"):
         raise ConfigError(f"llm.chain = {spec!r} has no astream method")
     return obj
