@@ -167,3 +167,25 @@ def test_whisper_base_assembles_loads_and_detects_language(asr_cfg, asr_cache, j
     assert fixed.language == "de"
     with pytest.raises(ConfigError, match="not a language code"):
         t.transcribe_sync(german, language="xx")
+
+
+def _cuda_devices() -> int:
+    import ctranslate2
+
+    return int(ctranslate2.get_cuda_device_count())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_devices() == 0, reason="GPU-only: CTranslate2 sees no CUDA device here")
+def test_auto_picks_cuda_when_a_real_encode_works(asr_cfg, jfk: np.ndarray) -> None:
+    import copy
+
+    from voice.devices import reset_probe_cache
+
+    cfg = copy.deepcopy(asr_cfg)
+    cfg.asr.device = "auto"
+    reset_probe_cache()
+    t = get_transcriber(cfg, ModelCache())
+    loaded = t.load()
+    assert loaded.choice.device == "cuda" and loaded.choice.compute_type == "float16", loaded.choice
+    assert corpus_wer([(JFK, t.transcribe_sync(jfk).text)]) <= 0.1
