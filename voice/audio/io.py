@@ -23,6 +23,8 @@ import numpy as np
 
 from voice.errors import DeviceError
 
+DRAIN_MARGIN_S = 0.03  # drain() waits this much past the device's own estimate
+
 NO_MIC_HINT = (
     "pick one with --input-device NAME|INDEX (see `python -m sounddevice`), "
     "or work from files: `voice transcribe FILE`"
@@ -302,6 +304,7 @@ class Speaker:
         self._stream: Any = None
         self._resampler: Any = None
         self.first_sample_time: float | None = None
+        self._audible_until = 0.0  # monotonic time the last handed sample is heard
 
     async def __aenter__(self) -> Speaker:
         self.open()
@@ -385,6 +388,13 @@ class Speaker:
             notify = (n > 0 and (first or self._waiting or empty))
         if n < frames:
             out[n:] = 0.0
+        if n:
+            # When the last real sample will be heard: PortAudio's DAC time (which includes the
+            # sound server's buffer) relative to its clock, mapped onto ours.
+            ahead = float(time_info.outputBufferDacTime) - float(time_info.currentTime)
+            if not 0.0 <= ahead < 5.0:
+                ahead = self.latency
+            self._audible_until = time.monotonic() + ahead + n / self.device_rate
         if n and status and status.output_underflow:
             self.underruns += 1
         if notify:
@@ -458,7 +468,7 @@ class Speaker:
             self._empty.clear()
             await self._empty.wait()
         if self._stream is not None:
-            await asyncio.sleep(self.latency)
+            await asyncio.sleep(max(0.0, self._audible_until - time.monotonic()) + DRAIN_MARGIN_S)
         with self._lock:
             self._first_pending = True
 
