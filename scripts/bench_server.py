@@ -63,7 +63,7 @@ async def _turn(ws, out: list[float], fails: list[str]) -> None:
             first = time.monotonic() - stopped
         elif t == "error":
             fails.append(m["error"]["message"])
-        elif t in ("voice.metrics", "response.done"):
+        elif t == "voice.metrics":
             break
     if first is None:
         fails.append("no audio")
