@@ -20,8 +20,9 @@ How to use it (the fixtures are registered in tests/conftest.py ``pytest_plugins
 directly outside pytest as a context manager. The daemon is stopped by its pid at the end
 of the session and the environment is restored.
 
-``PULSE_LATENCY_MSEC`` is set too (see :attr:`PulseServer.env`): without it, PortAudio's
-ALSA "pulse" device buffers up to ~2 s ahead, and stop-on-clear takes that long.
+``PULSE_LATENCY_MSEC`` is deliberately NOT set here: Microphone/Speaker ask for 50 ms
+themselves (voice.audio.io.request_pulse_latency), and the tests check that they do. Code
+that opens sounddevice streams directly gets PulseAudio's default buffering (0.5-2 s ahead).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import numpy as np
 import pytest
 
 SINK = "voice_test_sink"
-LATENCY_MSEC = "50"
 
 
 class PulseServer:
@@ -72,10 +72,6 @@ class PulseServer:
             "PULSE_SOURCE": f"{self.sink}.monitor",
             # libpulse clients read the cookie from here; the daemon allows anonymous clients.
             "PULSE_COOKIE": str(self.socket_path.parent / "cookie"),
-            # libpulse's own buffer target. Without it the ALSA "pulse" device lets PortAudio
-            # run up to ~1-2 s ahead of the null sink (stalls at start, late barge-in); 50 ms is
-            # what a desktop's low-latency clients ask for.
-            "PULSE_LATENCY_MSEC": LATENCY_MSEC,
         }
 
     def start(self, timeout: float = 15.0) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -23,12 +24,24 @@ import numpy as np
 
 from voice.errors import DeviceError
 
+PULSE_LATENCY_MS = 50  # see request_pulse_latency()
 DRAIN_MARGIN_S = 0.03  # drain() waits this much past the device's own estimate
 
 NO_MIC_HINT = (
     "pick one with --input-device NAME|INDEX (see `python -m sounddevice`), "
     "or work from files: `voice transcribe FILE`"
 )
+
+
+def request_pulse_latency(ms: int | None) -> None:
+    """Ask PulseAudio (through libpulse, which the ALSA "pulse" device uses) for ``ms`` buffers.
+
+    Without it PortAudio's ALSA "pulse" device lets audio run 0.5-2 s ahead of the speaker,
+    so barge-in would be heard late. Sets ``PULSE_LATENCY_MSEC`` only when the user has not;
+    libpulse reads it when a stream connects. No effect without PulseAudio.
+    """
+    if ms is not None:
+        os.environ.setdefault("PULSE_LATENCY_MSEC", str(int(ms)))
 
 
 def _sd() -> ModuleType:
@@ -169,6 +182,7 @@ class Microphone:
 
     def open(self) -> None:
         """Open and start the input stream (call from the event loop's thread)."""
+        request_pulse_latency(PULSE_LATENCY_MS)
         sd = _sd()
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
@@ -268,7 +282,8 @@ class Speaker:
     holds (``latency``, tens of ms) still sounds. ``played_samples`` counts samples (at
     ``sample_rate``) actually handed to the device. ``on_first_sample`` is called on the
     event loop when audio first reaches the device after start, :meth:`clear` or
-    :meth:`drain` -- i.e. once per turn.
+    :meth:`drain` -- i.e. once per turn. ``pulse_latency_ms``: see :func:`request_pulse_latency`
+    (None leaves PulseAudio's default).
     """
 
     def __init__(
@@ -280,8 +295,10 @@ class Speaker:
         block_ms: float = 20.0,
         latency: str | float = "low",
         on_first_sample: Callable[[], None] | None = None,
+        pulse_latency_ms: int | None = PULSE_LATENCY_MS,
     ) -> None:
         self.device_spec = device
+        self.pulse_latency_ms = pulse_latency_ms
         self.sample_rate = sample_rate
         self.max_buffer_s = max_buffer_s
         self.block_ms = block_ms
@@ -335,6 +352,7 @@ class Speaker:
 
     def open(self) -> None:
         """Open and start the output stream (call from the event loop's thread)."""
+        request_pulse_latency(self.pulse_latency_ms)
         sd = _sd()
         self._loop = asyncio.get_running_loop()
         self.device = resolve_device(self.device_spec, "output")
