@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins: list[str] = ["tests.helpers.asr", "tests.helpers.rag", "tests.helpers.server", "tests.helpers.llm", "tests.helpers.pulse"]
+pytest_plugins: list[str] = ["tests.helpers.asr", "tests.helpers.rag", "tests.helpers.server", "tests.helpers.llm", "tests.helpers.pulse", "tests.helpers.tiny_tts"]
 
 
 def speech_dir() -> Path:

@@ -114,8 +114,17 @@ class ChatTTSConfig:
     temperature: float = 0.3
     top_p: float = 0.7
     top_k: int = 20
-    #: Prosody prompt such as "[speed_5]"; None = the engine default.
+    #: Prosody prompt such as "[speed_5]"; None = the engine default ("[speed_5]", or from tts.speed).
     prompt: str | None = None
+    #: Refinement prosody prompt, e.g. "[oral_2][laugh_0][break_6]" (used when refine_text is on).
+    refine_prompt: str | None = None
+    #: Most audio tokens per sentence (ChatTTS's max_new_token; about 21 tokens per second).
+    max_new_tokens: int = 2048
+    #: Audio tokens per streamed piece (ChatTTS's stream_batch).
+    stream_batch: int = 24
+    #: JSON sha256 map in ChatTTS's own format, for weights other than its official release;
+    #: None = ChatTTS's built-in map (see docs/expressive-tts.md).
+    sha256_map: str | None = None
 
 
 @dataclass

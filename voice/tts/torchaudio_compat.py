@@ -155,6 +155,8 @@ def melscale_fbanks(
 
 
 class Spectrogram(nn.Module):
+    window: Tensor
+
     def __init__(
         self,
         n_fft: int = 400,
@@ -206,6 +208,8 @@ class Spectrogram(nn.Module):
 
 
 class InverseSpectrogram(nn.Module):
+    window: Tensor
+
     def __init__(
         self,
         n_fft: int = 400,
@@ -252,6 +256,8 @@ class InverseSpectrogram(nn.Module):
 
 
 class MelScale(nn.Module):
+    fb: Tensor
+
     def __init__(
         self,
         n_mels: int = 128,
@@ -353,6 +359,8 @@ def resample(waveform: Tensor, orig_freq: int, new_freq: int, lowpass_filter_wid
 
 
 class Resample(nn.Module):
+    kernel: Tensor
+
     def __init__(self, orig_freq: int = 16000, new_freq: int = 16000, resampling_method: str = "sinc_interp_hann",
                  lowpass_filter_width: int = 6, rolloff: float = 0.99, beta: float | None = None,
                  *, dtype: torch.dtype | None = None) -> None:

@@ -1,0 +1,129 @@
+"""Tiny random-weight models in ChatTTS's and Chatterbox's own file layouts, for tests.
+
+The files are built with the engines' own classes (so their keys and shapes are exactly what
+the real loaders read), with shrunk sizes recorded in the model folder's override file
+(``voice-chattts.json``, see voice/tts/chattts.py). The audio they make is noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+#: Shrunk ChatTTS sizes (the real ones: GPT 768 wide x 20 layers, Vocos 512 x 8, ...).
+CHATTTS_OVERRIDES: dict = {
+    "gpt": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "max_position_embeddings": 1024,
+    },
+    "embed": {"hidden_size": 32},
+    "dvae": {
+        "encoder": {"hidden": 16, "n_layer": 1, "bn_dim": 8},
+        "decoder": {"idim": 16, "odim": 16, "hidden": 16, "n_layer": 1, "bn_dim": 8},
+    },
+    "decoder": {"idim": 16, "odim": 16, "hidden": 16, "n_layer": 1, "bn_dim": 8},
+    "vocos": {"backbone": {"init_args": {"dim": 16, "intermediate_dim": 32, "num_layers": 1}},
+              "head": {"init_args": {"dim": 16}}},
+}
+
+_SPECIAL = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+    "[Stts]", "[Ptts]", "[spk_emb]", "[empty_spk]", "[Ebreak]", "[Sbreak]", "[uv_break]", "[lbreak]",
+    *[f"[break_{i}]" for i in range(8)],
+    *[f"[speed_{i}]" for i in range(10)],
+    *[f"[oral_{i}]" for i in range(10)],
+    *[f"[laugh_{i}]" for i in range(3)],
+]
+
+
+def _bert_tokenizer(folder: Path) -> int:
+    """A small BERT WordPiece tokenizer with ChatTTS's control tokens; returns its size."""
+    from transformers import BertTokenizerFast
+
+    words = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-") + [
+        "the", "hello", "world", "this", "is", "a", "test", "one", "two", "three", "four", "five",
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(_SPECIAL + words + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tok.add_special_tokens({"additional_special_tokens": _SPECIAL[5:]})
+    tok.save_pretrained(str(folder))
+    vocab.unlink(missing_ok=True)
+    smap = folder / "special_tokens_map.json"
+    if not smap.exists():
+        smap.write_text(json.dumps({"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                                    "sep_token": "[SEP]", "mask_token": "[MASK]"}))
+    return len(tok)
+
+
+def build_tiny_chattts(root: Path, seed: int = 0) -> Path:
+    """Write asset/{Decoder,DVAE,Embed,Vocos}.safetensors, asset/gpt, asset/tokenizer and the
+    shrunk-size override into ``root``; returns ``root``."""
+    import numpy as np
+    import pybase16384 as b14
+    import torch
+    from safetensors.torch import save_file
+
+    from voice.tts.chattts import apply_overrides, write_sha256_map
+    from voice.tts.torchaudio_compat import ensure_torchaudio
+
+    ensure_torchaudio()
+    import ChatTTS
+    from ChatTTS.model import DVAE, Embed
+    from transformers import LlamaConfig, LlamaModel
+    from vocos import Vocos
+    from vocos.pretrained import instantiate_class
+
+    torch.manual_seed(seed)
+    asset = root / "asset"
+    asset.mkdir(parents=True, exist_ok=True)
+    n_text = _bert_tokenizer(asset / "tokenizer")
+    overrides = copy.deepcopy(CHATTTS_OVERRIDES)
+    overrides["gpt"]["num_text_tokens"] = n_text
+    overrides["embed"]["num_text_tokens"] = n_text
+    dim = overrides["gpt"]["hidden_size"]
+    stat = np.concatenate([np.full(dim, 0.5, np.float16), np.zeros(dim, np.float16)])  # std, mean
+    overrides["spk_stat"] = b14.encode_to_string(stat.tobytes())
+    (root / "voice-chattts.json").write_text(json.dumps(overrides, indent=1))
+
+    config = apply_overrides(ChatTTS.Chat().config, overrides)
+
+    def save(module: torch.nn.Module, name: str) -> None:
+        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(asset / name))
+
+    vocos = Vocos(
+        feature_extractor=instantiate_class(args=(), init=asdict(config.vocos.feature_extractor)),
+        backbone=instantiate_class(args=(), init=asdict(config.vocos.backbone)),
+        head=instantiate_class(args=(), init=asdict(config.vocos.head)),
+    )
+    save(vocos, "Vocos.safetensors")
+    dvae = DVAE(decoder_config=asdict(config.dvae.decoder), encoder_config=asdict(config.dvae.encoder),
+                vq_config=asdict(config.dvae.vq), dim=config.dvae.decoder.idim)
+    save(dvae, "DVAE.safetensors")
+    decoder = DVAE(decoder_config=asdict(config.decoder), dim=config.decoder.idim)
+    save(decoder, "Decoder.safetensors")
+    embed = Embed(config.embed.hidden_size, config.embed.num_audio_tokens, config.embed.num_text_tokens,
+                  config.embed.num_vq)
+    save(embed, "Embed.safetensors")
+    g = config.gpt
+    llama = LlamaModel(LlamaConfig(
+        hidden_size=g.hidden_size, intermediate_size=g.intermediate_size,
+        num_attention_heads=g.num_attention_heads, num_hidden_layers=g.num_hidden_layers,
+        max_position_embeddings=g.max_position_embeddings, use_cache=False, vocab_size=8,
+    ))
+    llama.save_pretrained(str(asset / "gpt"), safe_serialization=True)
+    write_sha256_map(root, root / "sha256_map.json")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_chattts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_chattts(tmp_path_factory.mktemp("tiny-chattts"))
