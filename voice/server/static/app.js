@@ -122,6 +122,7 @@ function onAudio(buf) {
 async function start() {
   document.getElementById("start").disabled = true;
   ctx = new AudioContext({ sampleRate: RATE });
+  state.rate = ctx.sampleRate;
   await ctx.audioWorklet.addModule("worklet.js");
   micStream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
@@ -129,6 +130,8 @@ async function start() {
   const mic = ctx.createMediaStreamSource(micStream);
   node = new AudioWorkletNode(ctx, "pcm-capture");
   mic.connect(node);
+  node.connect(ctx.destination);  // keeps the worklet pulled (it outputs silence)
+  await ctx.resume();
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/realtime?model=voice";
   const protocols = ["voice.pcm16", "realtime"];
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -137,7 +140,12 @@ async function start() {
   ws.binaryType = "arraybuffer";
   ws.onopen = () => {
     setStatus("listening");
-    node.port.onmessage = (m) => { if (ws.readyState === WebSocket.OPEN) ws.send(m.data); };
+    node.port.onmessage = (m) => {
+      state.sentFrames = (state.sentFrames || 0) + 1;
+      const pcm = new Int16Array(m.data);
+      for (let i = 0; i < pcm.length; i += 16) state.micPeak = Math.max(state.micPeak || 0, Math.abs(pcm[i]));
+      if (ws.readyState === WebSocket.OPEN) ws.send(m.data);
+    };
   };
   ws.onmessage = (m) => {
     if (typeof m.data === "string") onEvent(JSON.parse(m.data));
