@@ -120,6 +120,8 @@ class ChatTTSConfig:
     refine_prompt: str | None = None
     #: Most audio tokens per sentence (ChatTTS's max_new_token; about 21 tokens per second).
     max_new_tokens: int = 2048
+    #: Fewest audio tokens per sentence before ChatTTS may stop (its min_new_token).
+    min_new_tokens: int = 0
     #: Audio tokens per streamed piece (ChatTTS's stream_batch).
     stream_batch: int = 24
     #: JSON sha256 map in ChatTTS's own format, for weights other than its official release;

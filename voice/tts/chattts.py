@@ -18,6 +18,7 @@ is a speaker file path, ``seed:N`` (sample from a seed), or None (``tts.chattts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -25,7 +26,7 @@ import importlib.util
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,7 +279,8 @@ class ChatTTSEngine:
         prompt = ccfg.prompt if ccfg.prompt is not None else speed_prompt(speed)
         code = chat.InferCodeParams(
             prompt=prompt, spk_emb=speaker, temperature=ccfg.temperature, top_P=ccfg.top_p,
-            top_K=ccfg.top_k, max_new_token=ccfg.max_new_tokens, stream_batch=ccfg.stream_batch,
+            top_K=ccfg.top_k, max_new_token=ccfg.max_new_tokens, min_new_token=ccfg.min_new_tokens,
+            stream_batch=ccfg.stream_batch,
             show_tqdm=False,
         )
         refine = chat.RefineTextParams(
@@ -319,9 +321,12 @@ class ChatTTSEngine:
                     return
                 pieces = self._pieces(chat, sentence, code, refine)
                 first = True
+                step: asyncio.Future[np.ndarray | None] | None = None
                 try:
                     while True:
-                        piece = await self._next(chat, pieces, cancel)
+                        step = asyncio.ensure_future(asyncio.to_thread(next, pieces, None))
+                        piece = await self._wait(chat, step, cancel)
+                        step = None
                         if piece is None or (cancel is not None and cancel.cancelled):
                             break
                         yield AudioChunk(piece, SAMPLE_RATE, sentence if first else "", index)
@@ -330,18 +335,25 @@ class ChatTTSEngine:
                         if cancel is not None and cancel.cancelled:
                             break
                 finally:
+                    # Closed or cancelled mid-step: stop ChatTTS and let the step finish before
+                    # closing its generator (a running generator cannot be closed).
+                    if step is not None and not step.done():
+                        chat.interrupt()
+                        with contextlib.suppress(BaseException):
+                            await step
                     await asyncio.to_thread(pieces.close)
                 if cancel is not None and cancel.cancelled:
                     return
 
     @staticmethod
-    async def _next(chat: Any, pieces: Iterator[np.ndarray], cancel: CancelToken | None) -> np.ndarray | None:
-        """The next piece from a worker thread; a cancel during the wait calls chat.interrupt()."""
-        task = asyncio.ensure_future(asyncio.to_thread(next, pieces, None))
+    async def _wait(
+        chat: Any, step: asyncio.Future[np.ndarray | None], cancel: CancelToken | None
+    ) -> np.ndarray | None:
+        """The step's result; a cancel during the wait calls ChatTTS's interrupt()."""
         interrupted = False
-        while not task.done():
-            await asyncio.wait({task}, timeout=_POLL_S)
+        while not step.done():
+            await asyncio.wait({step}, timeout=_POLL_S)
             if not interrupted and cancel is not None and cancel.cancelled:
                 chat.interrupt()
                 interrupted = True
-        return task.result()
+        return step.result()
