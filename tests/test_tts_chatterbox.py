@@ -1,7 +1,13 @@
-"""Chatterbox engine: errors, device choice, reference-audio checks, its watermarker and the
-torchaudio stand-in it runs on. (No tiny random-weight Chatterbox yet: see docs/expressive-tts.md.)"""
+"""Chatterbox: tiny random-weight models in its own file layout loaded through create_engine,
+voice cloning, streaming, cancellation, errors, device choice, its watermarker and the
+torchaudio stand-in it runs on."""
 
 from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +15,7 @@ import soundfile as sf
 
 from voice.devices import reset_probe_cache
 from voice.errors import ConfigError, InputError, ModelNotAvailable
-from voice.tts.base import create_engine
+from voice.tts.base import CancelToken, create_engine
 
 
 @pytest.fixture
@@ -124,3 +130,82 @@ def test_watermarker_as_shipped_marks_and_detects():
     assert marked.shape == audio.shape
     assert wm.get_watermark(marked, sample_rate=24000) > 0.9
     assert wm.get_watermark(audio, sample_rate=24000) < 0.5
+
+
+# ----------------------------------------------------------------------------- synthesis (tiny model)
+
+
+@pytest.fixture
+def tiny_cfg(cfg, tiny_chatterbox_dir: Path):
+    cfg.tts.engine = "chatterbox"
+    cfg.tts.device = "cpu"
+    cfg.tts.chatterbox.model = str(tiny_chatterbox_dir)
+    return cfg
+
+
+async def _collect(engine, text, **kw):
+    out, times = [], []
+    t0 = time.monotonic()
+    async for chunk in engine.stream(text, **kw):
+        out.append(chunk)
+        times.append(time.monotonic() - t0)
+    return out, times
+
+
+@pytest.mark.slow
+async def test_clones_a_reference_and_streams_sentences(tiny_cfg, reference_wav):
+    engine = create_engine(tiny_cfg)
+    await engine.load()
+    text = "Hello world. This is a test. One two three."
+    chunks, times = await _collect(engine, text, voice=str(reference_wav))
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [c.text for c in chunks] == ["Hello world.", "This is a test.", "One two three."]
+    for c in chunks:
+        assert c.sample_rate == engine.sample_rate == 24000
+        assert c.audio.dtype == np.float32 and c.audio.ndim == 1 and len(c.audio) > 0
+        assert np.isfinite(c.audio).all()
+    # Sentence by sentence: the first is out well before the last.
+    assert times[0] < 0.8 * times[-1]
+
+
+@pytest.mark.slow
+async def test_cancel_mid_reply(tiny_cfg, reference_wav):
+    engine = create_engine(tiny_cfg)
+    await engine.load()
+    await _collect(engine, "Warm up.", voice=str(reference_wav))
+    cancel = CancelToken()
+    got, t_cancel = [], 0.0
+    t0 = time.monotonic()
+    async for chunk in engine.stream("Hello world. This is a test. One two three. Four five.",
+                                     voice=str(reference_wav), cancel=cancel):
+        got.append(chunk)
+        cancel.cancel()
+        t_cancel = time.monotonic()
+    assert len(got) == 1
+    # Stopped without synthesizing the rest (at most the sentence in flight).
+    assert time.monotonic() - t_cancel < max(1.0, 2 * (t_cancel - t0))
+    # A cancel set while a sentence is being made stops before its audio is yielded.
+    late = CancelToken()
+    asyncio.get_running_loop().call_later(0.05, late.cancel)
+    chunks, _ = await _collect(engine, "Hello world.", voice=str(reference_wav), cancel=late)
+    assert chunks == []
+
+
+@pytest.mark.slow
+async def test_builtin_voice_from_conds_pt_and_settings(tiny_cfg, tiny_chatterbox_dir, reference_wav, tmp_path):
+    engine = create_engine(tiny_cfg)
+    await engine.load()
+    with pytest.raises(InputError, match="no conds.pt"):
+        await _collect(engine, "Hello.")
+    await _collect(engine, "Hello.", voice=str(reference_wav))
+    folder = tmp_path / "with-conds"
+    shutil.copytree(tiny_chatterbox_dir, folder)
+    engine._model.conds.save(folder / "conds.pt")  # the library's own Conditionals format
+    tiny_cfg.tts.chatterbox.model = str(folder)
+    tiny_cfg.tts.chatterbox.exaggeration = 0.9
+    tiny_cfg.tts.chatterbox.cfg_weight = 0.0
+    tiny_cfg.tts.chatterbox.temperature = 0.5
+    builtin = create_engine(tiny_cfg)
+    assert builtin.voices() == ["builtin"]
+    chunks, _ = await _collect(builtin, "Hello world.")
+    assert len(chunks) == 1 and chunks[0].audio.dtype == np.float32 and len(chunks[0].audio) > 0

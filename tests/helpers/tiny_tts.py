@@ -127,3 +127,106 @@ def build_tiny_chattts(root: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_chattts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_chattts(tmp_path_factory.mktemp("tiny-chattts"))
+
+
+#: Shrunk Chatterbox sizes (see voice/tts/chatterbox.py build_t3/build_s3gen; the release: T3
+#: Llama 1024 x 30 layers, S3Gen 264 M parameters). Widths the library hard-codes stay as they are.
+CHATTERBOX_SIZES: dict = {
+    "t3": {
+        "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "num_key_value_heads": 2, "head_dim": 16},
+        "hp": {"use_perceiver_resampler": False},  # its Perceiver is fixed at 1024 wide
+    },
+    "s3gen": {
+        "tokenizer": {"n_audio_state": 128, "n_audio_head": 2, "n_audio_layer": 1},  # 64 per head: fixed
+        "encoder": {"attention_heads": 2, "linear_units": 64, "num_blocks": 1},
+        "estimator": {"channels": [32], "attention_head_dim": 16, "n_blocks": 1, "num_mid_blocks": 1,
+                      "num_heads": 2},
+        "hift": {"base_channels": 16, "f0_cond_channels": 16},
+    },
+}
+
+
+def _text_tokenizer(path: Path) -> None:
+    """A character tokenizer with Chatterbox's special tokens ([START], [STOP], [UNK], [SPACE])."""
+    import string
+
+    from tokenizers import Tokenizer, models
+
+    specials = ["[STOP]", "[START]", "[UNK]", "[SPACE]"]
+    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation) - set("[]"))
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=1000))
+    from tokenizers import pre_tokenizers
+
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.add_special_tokens(specials)
+    tok.save(str(path))
+
+
+def _short_replies(t3) -> None:
+    """Random weights never say "stop"; make 24 speech tokens and the stop token the likely ones
+    (a constant residual channel read by the speech head), so a reply is a few dozen tokens."""
+    import torch
+
+    stop = t3.hp.stop_speech_token
+    with torch.no_grad():
+        for emb in (t3.text_emb, t3.speech_emb, t3.text_pos_emb.emb, t3.speech_pos_emb.emb):
+            emb.weight[:, 0] = 0.5
+        for layer in t3.tfmr.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0
+            layer.mlp.down_proj.weight[0, :] = 0
+        w = t3.speech_head.weight
+        w.normal_(0.0, 0.02)
+        w[:, 0] = 0
+        chosen = torch.randperm(6561)[:24]
+        w[chosen, 0] = 40.0
+        w[stop, 0] = 40.0
+
+
+def build_tiny_chatterbox(root: Path, seed: int = 0) -> Path:
+    """ve.safetensors, t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and the sizes file."""
+    import torch
+    from safetensors.torch import save_file
+
+    from voice.tts.chatterbox import SIZES_FILE, build_s3gen, build_t3, build_voice_encoder
+    from voice.tts.torchaudio_compat import ensure_torchaudio
+
+    ensure_torchaudio()
+    torch.manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = copy.deepcopy(CHATTERBOX_SIZES)
+    (root / SIZES_FILE).write_text(json.dumps(sizes, indent=1))
+
+    def save(module: torch.nn.Module, name: str) -> None:
+        save_file({k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}, str(root / name))
+
+    save(build_voice_encoder(sizes), "ve.safetensors")
+    t3 = build_t3(sizes["t3"])
+    _short_replies(t3)
+    save(t3, "t3_cfg.safetensors")
+    save(build_s3gen(sizes["s3gen"]), "s3gen.safetensors")
+    _text_tokenizer(root / "tokenizer.json")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_chatterbox_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_chatterbox(tmp_path_factory.mktemp("tiny-chatterbox"))
+
+
+@pytest.fixture(scope="session")
+def reference_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s of a voiced-like signal (harmonics + noise) at 24 kHz to clone from."""
+    import numpy as np
+    import soundfile as sf
+
+    sr = 24000
+    t = np.arange(3 * sr) / sr
+    rng = np.random.default_rng(1)
+    f0 = 140 + 20 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    wav = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.2 + 0.01 * rng.standard_normal(len(t))
+    path = tmp_path_factory.mktemp("ref") / "ref.wav"
+    sf.write(path, wav.astype(np.float32), sr)
+    return path

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -46,6 +47,8 @@ FILES = {
     "turbo": ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors"),
 }
 TURBO_TOKENIZER = ("tokenizer.json", "vocab.json")  # either: the GPT-2 tokenizer files
+#: Optional file in a standard model folder: module sizes for weights of other sizes.
+SIZES_FILE = "voice-chatterbox.json"
 
 
 def missing_dependency() -> str | None:
@@ -68,6 +71,154 @@ def check_reference(path: str | Path) -> Path:
     if len(audio) < 1600:
         raise InputError(f"reference audio {p} is too short to clone a voice (under 0.1 s)")
     return p
+
+
+# ----------------------------------------------------------------------------- sized models
+#
+# ``ChatterboxTTS.from_local`` builds every module at the release's sizes (T3 from a module-level
+# table, S3Gen with sizes written into its constructor). A standard folder that holds
+# ``voice-chatterbox.json`` is loaded by :func:`load_sized` instead: the same modules from
+# Chatterbox's own classes at the sizes in that file, then exactly from_local's steps (the same
+# files, load_state_dict calls, tokenizer, conds.pt and ChatterboxTTS object).
+
+
+def build_t3(sizes: dict[str, Any]) -> Any:
+    """Chatterbox's T3 (Llama backbone) at the given sizes; mirrors ``T3.__init__``."""
+    from chatterbox.models.t3.llama_configs import LLAMA_520M_CONFIG_DICT
+    from chatterbox.models.t3.modules.cond_enc import T3CondEnc
+    from chatterbox.models.t3.modules.learned_pos_emb import LearnedPositionEmbeddings
+    from chatterbox.models.t3.modules.t3_config import T3Config
+    from chatterbox.models.t3.t3 import T3
+    from torch import nn
+    from transformers import LlamaConfig, LlamaModel
+
+    llama = {**LLAMA_520M_CONFIG_DICT, **sizes.get("llama", {})}
+
+    class SizedT3Config(T3Config):
+        @property
+        def n_channels(self) -> int:
+            return int(llama["hidden_size"])
+
+    hp = SizedT3Config()
+    for key, value in sizes.get("hp", {}).items():
+        if not hasattr(hp, key):
+            raise ConfigError(f"{SIZES_FILE}: T3Config has no field {key!r}")
+        setattr(hp, key, value)
+    t3 = T3.__new__(T3)
+    nn.Module.__init__(t3)
+    t3.hp = hp
+    t3.is_gpt = False
+    t3.cfg = LlamaConfig(**llama)
+    t3.tfmr = LlamaModel(t3.cfg)
+    t3.dim = dim = t3.cfg.hidden_size
+    t3.deepspeed_patch_applied = False
+    t3.cond_enc = T3CondEnc(hp)
+    t3.text_emb = nn.Embedding(hp.text_tokens_dict_size, dim)
+    t3.speech_emb = nn.Embedding(hp.speech_tokens_dict_size, dim)
+    t3.text_pos_emb = LearnedPositionEmbeddings(hp.max_text_tokens + 2, dim)
+    t3.speech_pos_emb = LearnedPositionEmbeddings(hp.max_speech_tokens + 2 + 2, dim)
+    t3.text_head = nn.Linear(dim, hp.text_tokens_dict_size, bias=False)
+    t3.speech_head = nn.Linear(dim, hp.speech_tokens_dict_size, bias=False)
+    t3.compiled = False
+    return t3
+
+
+def build_s3gen(sizes: dict[str, Any]) -> Any:
+    """Chatterbox's S3Gen (speech tokenizer, CAMPPlus, flow, HiFT) at the given sizes; mirrors
+    ``S3Token2Mel.__init__`` and ``S3Token2Wav.__init__``."""
+    import librosa
+    import torch
+    from chatterbox.models.s3gen import S3Gen
+    from chatterbox.models.s3gen.configs import CFM_PARAMS
+    from chatterbox.models.s3gen.const import S3GEN_SR
+    from chatterbox.models.s3gen.decoder import ConditionalDecoder
+    from chatterbox.models.s3gen.f0_predictor import ConvRNNF0Predictor
+    from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
+    from chatterbox.models.s3gen.flow_matching import CausalConditionalCFM
+    from chatterbox.models.s3gen.hifigan import HiFTGenerator
+    from chatterbox.models.s3gen.transformer.upsample_encoder import UpsampleConformerEncoder
+    from chatterbox.models.s3gen.utils.mel import mel_spectrogram
+    from chatterbox.models.s3gen.xvector import CAMPPlus
+    from chatterbox.models.s3tokenizer import S3_SR, S3Tokenizer
+    from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
+    from torch import nn
+
+    gen = S3Gen.__new__(S3Gen)
+    nn.Module.__init__(gen)
+    tok = S3Tokenizer.__new__(S3Tokenizer)
+    tcfg = ModelConfig(**sizes.get("tokenizer", {}))
+    S3TokenizerV2.__init__(tok, "speech_tokenizer_v2_25hz", tcfg)
+    tok.n_fft = 400
+    tok.register_buffer(
+        "_mel_filters", torch.FloatTensor(librosa.filters.mel(sr=S3_SR, n_fft=tok.n_fft, n_mels=tcfg.n_mels))
+    )
+    tok.register_buffer("window", torch.hann_window(tok.n_fft))
+    gen.tokenizer = tok
+    gen.mel_extractor = mel_spectrogram
+    gen.speaker_encoder = CAMPPlus(memory_efficient=False, **sizes.get("speaker_encoder", {}))
+    gen.meanflow = False
+    enc = {"output_size": 512, "attention_heads": 8, "linear_units": 2048, "num_blocks": 6,
+           **sizes.get("encoder", {})}
+    encoder = UpsampleConformerEncoder(
+        dropout_rate=0.1, positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True,
+        input_layer="linear", pos_enc_layer_type="rel_pos_espnet", selfattention_layer_type="rel_selfattn",
+        input_size=enc["output_size"], use_cnn_module=False, macaron_style=False, **enc,
+    )
+    est = {"channels": [256], "attention_head_dim": 64, "n_blocks": 4, "num_mid_blocks": 12, "num_heads": 8,
+           **sizes.get("estimator", {})}
+    estimator = ConditionalDecoder(in_channels=320, out_channels=80, causal=True, dropout=0.0, act_fn="gelu",
+                                   meanflow=False, **est)
+    decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
+    gen.flow = CausalMaskedDiffWithXvec(input_size=enc["output_size"], encoder=encoder, decoder=decoder)
+    gen.resamplers = {}
+    hift = sizes.get("hift", {})
+    f0 = ConvRNNF0Predictor(cond_channels=hift.get("f0_cond_channels", 512))
+    gen.mel2wav = HiFTGenerator(
+        sampling_rate=S3GEN_SR, base_channels=hift.get("base_channels", 512), upsample_rates=[8, 5, 3],
+        upsample_kernel_sizes=[16, 11, 7], source_resblock_kernel_sizes=[7, 7, 11],
+        source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], f0_predictor=f0,
+    )
+    n_trim = S3GEN_SR // 50
+    trim_fade = torch.zeros(2 * n_trim)
+    trim_fade[n_trim:] = (torch.cos(torch.linspace(torch.pi, 0, n_trim)) + 1) / 2
+    gen.register_buffer("trim_fade", trim_fade, persistent=False)
+    gen.estimator_dtype = "fp32"
+    return gen
+
+
+def build_voice_encoder(sizes: dict[str, Any]) -> Any:
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.models.voice_encoder.config import VoiceEncConfig
+
+    hp = VoiceEncConfig()
+    for key, value in sizes.get("voice_encoder", {}).items():
+        setattr(hp, key, value)
+    return VoiceEncoder(hp)
+
+
+def load_sized(root: Path, device: str, sizes: dict[str, Any]) -> Any:
+    """``ChatterboxTTS.from_local`` for a folder with module sizes in ``voice-chatterbox.json``."""
+    import torch
+    from chatterbox.models.tokenizers import EnTokenizer
+    from chatterbox.tts import ChatterboxTTS, Conditionals
+    from safetensors.torch import load_file
+
+    map_location = torch.device("cpu") if device in ("cpu", "mps") else None
+    ve = build_voice_encoder(sizes)
+    ve.load_state_dict(load_file(root / "ve.safetensors"))
+    ve.to(device).eval()
+    t3 = build_t3(sizes.get("t3", {}))
+    t3_state = load_file(root / "t3_cfg.safetensors")
+    t3.load_state_dict(t3_state)
+    t3.to(device).eval()
+    s3gen = build_s3gen(sizes.get("s3gen", {}))
+    s3gen.load_state_dict(load_file(root / "s3gen.safetensors"), strict=False)
+    s3gen.to(device).eval()
+    tokenizer = EnTokenizer(str(root / "tokenizer.json"))
+    conds = None
+    if (builtin := root / "conds.pt").exists():
+        conds = Conditionals.load(builtin, map_location=map_location).to(device)
+    return ChatterboxTTS(t3, s3gen, ve, tokenizer, device, conds=conds)
 
 
 class ChatterboxEngine:
@@ -139,8 +290,12 @@ class ChatterboxEngine:
                 from chatterbox.tts_turbo import ChatterboxTurboTTS as cls
             else:
                 from chatterbox.tts import ChatterboxTTS as cls  # type: ignore[assignment]
+            sized = root / SIZES_FILE
             try:
-                model = cls.from_local(root, self.device.device)
+                if self.variant == "standard" and sized.is_file():
+                    model = load_sized(root, self.device.device, json.loads(sized.read_text()))
+                else:
+                    model = cls.from_local(root, self.device.device)
             except (OSError, RuntimeError, ValueError, KeyError) as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ModelNotAvailable(f"Chatterbox could not load {root}: {first}") from None
@@ -168,7 +323,7 @@ class ChatterboxEngine:
         kwargs: dict[str, Any] = {"exaggeration": self.cfg.tts.chatterbox.exaggeration}
         try:
             model.prepare_conditionals(str(path), **kwargs)
-        except (OSError, ValueError, RuntimeError, EOFError) as err:
+        except (OSError, EOFError) as err:  # read by librosa after our own check passed
             raise InputError(f"reference audio {path} cannot be used: {err}") from None
         self._conds_for = str(path)
 
@@ -176,7 +331,11 @@ class ChatterboxEngine:
         c = self.cfg.tts.chatterbox
         kwargs: dict[str, Any] = {"temperature": c.temperature}
         if self.variant == "standard":
-            kwargs.update(exaggeration=c.exaggeration, cfg_weight=c.cfg_weight)
+            if c.cfg_weight < 0:
+                raise ConfigError(f"tts.chatterbox.cfg_weight must be >= 0, not {c.cfg_weight}")
+            # chatterbox-tts 0.1.7's T3.inference always builds a guided batch of two, which
+            # generate() only prepares for cfg_weight > 0: 0 (no guidance) becomes a negligible weight.
+            kwargs.update(exaggeration=c.exaggeration, cfg_weight=max(c.cfg_weight, 1e-6))
         wav = model.generate(sentence, **kwargs)
         return np.asarray(wav.detach().cpu().numpy(), dtype=np.float32).reshape(-1)
 
