@@ -209,3 +209,21 @@ async def test_builtin_voice_from_conds_pt_and_settings(tiny_cfg, tiny_chatterbo
     assert builtin.voices() == ["builtin"]
     chunks, _ = await _collect(builtin, "Hello world.")
     assert len(chunks) == 1 and chunks[0].audio.dtype == np.float32 and len(chunks[0].audio) > 0
+
+
+@pytest.mark.slow
+async def test_turbo_clones_and_streams(cfg, tiny_chatterbox_turbo_dir, reference_wav, tmp_path):
+    cfg.tts.engine = "chatterbox"
+    cfg.tts.device = "cpu"
+    cfg.tts.chatterbox.variant = "turbo"
+    cfg.tts.chatterbox.model = str(tiny_chatterbox_turbo_dir)
+    engine = create_engine(cfg)
+    chunks, _ = await _collect(engine, "Hello world. This is a test.", voice=str(reference_wav))
+    assert [c.text for c in chunks] == ["Hello world.", "This is a test."]
+    assert all(c.sample_rate == 24000 and c.audio.dtype == np.float32 and len(c.audio) > 0 for c in chunks)
+    assert [c.index for c in chunks] == [0, 1]
+    short = tmp_path / "short.wav"
+    data, sr = sf.read(reference_wav, dtype="float32")
+    sf.write(short, data[: 2 * sr], sr)
+    with pytest.raises(InputError, match="5 seconds"):
+        await _collect(engine, "Hello.", voice=str(short))

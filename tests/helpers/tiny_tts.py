@@ -217,12 +217,12 @@ def tiny_chatterbox_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 s of a voiced-like signal (harmonics + noise) at 24 kHz to clone from."""
+    """6 s of a voiced-like signal (harmonics + noise) at 24 kHz to clone from (Turbo wants > 5 s)."""
     import numpy as np
     import soundfile as sf
 
     sr = 24000
-    t = np.arange(3 * sr) / sr
+    t = np.arange(6 * sr) / sr
     rng = np.random.default_rng(1)
     f0 = 140 + 20 * np.sin(2 * np.pi * 0.5 * t)
     phase = 2 * np.pi * np.cumsum(f0) / sr
@@ -230,3 +230,58 @@ def reference_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ref") / "ref.wav"
     sf.write(path, wav.astype(np.float32), sr)
     return path
+
+
+CHATTERBOX_TURBO_SIZES: dict = {
+    "t3": {"gpt2": {"n_embd": 32, "hidden_size": 32, "n_head": 2, "n_layer": 1, "n_positions": 2048,
+                    "n_ctx": 2048}},
+    "s3gen": CHATTERBOX_SIZES["s3gen"],
+}
+
+
+def _gpt2_tokenizer(root: Path) -> None:
+    """Small GPT-2 byte-level BPE tokenizer files (vocab.json, merges.txt, tokenizer.json, ...)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    corpus = ["Hello world. This is a test. One two three four five.", "The quick brown fox jumps over the lazy dog."]
+    bpe.train_from_iterator(corpus * 20, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(root))
+    tok = GPT2TokenizerFast(vocab_file=str(root / "vocab.json"), merges_file=str(root / "merges.txt"))
+    tok.save_pretrained(str(root))
+
+
+def build_tiny_chatterbox_turbo(root: Path, seed: int = 0) -> Path:
+    """ve.safetensors, t3_turbo_v1.safetensors, s3gen_meanflow.safetensors, GPT-2 tokenizer files."""
+    import torch
+    from safetensors.torch import save_file
+
+    from voice.tts.chatterbox import SIZES_FILE, build_s3gen, build_t3, build_voice_encoder
+    from voice.tts.torchaudio_compat import ensure_torchaudio
+
+    ensure_torchaudio()
+    torch.manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = copy.deepcopy(CHATTERBOX_TURBO_SIZES)
+    (root / SIZES_FILE).write_text(json.dumps(sizes, indent=1))
+
+    def save(module: torch.nn.Module, name: str) -> None:
+        save_file({k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}, str(root / name))
+
+    save(build_voice_encoder(sizes), "ve.safetensors")
+    t3 = build_t3(sizes["t3"], turbo=True)
+    with torch.no_grad():  # short replies: 24 speech tokens and "stop" are the likely ones
+        t3.speech_head.weight.normal_(0.0, 0.001)
+        t3.speech_head.bias.zero_()
+        t3.speech_head.bias[torch.randperm(6561)[:24]] = 20.0
+        t3.speech_head.bias[t3.hp.stop_speech_token] = 20.0
+    save(t3, "t3_turbo_v1.safetensors")
+    save(build_s3gen(sizes["s3gen"], meanflow=True), "s3gen_meanflow.safetensors")
+    _gpt2_tokenizer(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_chatterbox_turbo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_chatterbox_turbo(tmp_path_factory.mktemp("tiny-chatterbox-turbo"))

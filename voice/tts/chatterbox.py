@@ -82,24 +82,33 @@ def check_reference(path: str | Path) -> Path:
 # files, load_state_dict calls, tokenizer, conds.pt and ChatterboxTTS object).
 
 
-def build_t3(sizes: dict[str, Any]) -> Any:
-    """Chatterbox's T3 (Llama backbone) at the given sizes; mirrors ``T3.__init__``."""
-    from chatterbox.models.t3.llama_configs import LLAMA_520M_CONFIG_DICT
+def build_t3(sizes: dict[str, Any], *, turbo: bool = False) -> Any:
+    """Chatterbox's T3 at the given sizes (Llama backbone; Turbo: GPT-2 with Turbo's settings
+    from ``ChatterboxTurboTTS.from_local``); mirrors ``T3.__init__``."""
+    from chatterbox.models.t3.llama_configs import GPT2_MEDIUM_CONFIG, LLAMA_520M_CONFIG_DICT
     from chatterbox.models.t3.modules.cond_enc import T3CondEnc
     from chatterbox.models.t3.modules.learned_pos_emb import LearnedPositionEmbeddings
     from chatterbox.models.t3.modules.t3_config import T3Config
     from chatterbox.models.t3.t3 import T3
     from torch import nn
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
-    llama = {**LLAMA_520M_CONFIG_DICT, **sizes.get("llama", {})}
+    base = GPT2_MEDIUM_CONFIG if turbo else LLAMA_520M_CONFIG_DICT
+    tcfg = {**base, **sizes.get("gpt2" if turbo else "llama", {})}
 
     class SizedT3Config(T3Config):
         @property
         def n_channels(self) -> int:
-            return int(llama["hidden_size"])
+            return int(tcfg["hidden_size"])
 
-    hp = SizedT3Config()
+    hp = SizedT3Config(text_tokens_dict_size=50276) if turbo else SizedT3Config()
+    if turbo:
+        hp.llama_config_name = "GPT2_medium"
+        hp.speech_tokens_dict_size = 6563
+        hp.input_pos_emb = None
+        hp.speech_cond_prompt_len = 375
+        hp.use_perceiver_resampler = False
+        hp.emotion_adv = False
     for key, value in sizes.get("hp", {}).items():
         if not hasattr(hp, key):
             raise ConfigError(f"{SIZES_FILE}: T3Config has no field {key!r}")
@@ -107,23 +116,26 @@ def build_t3(sizes: dict[str, Any]) -> Any:
     t3 = T3.__new__(T3)
     nn.Module.__init__(t3)
     t3.hp = hp
-    t3.is_gpt = False
-    t3.cfg = LlamaConfig(**llama)
-    t3.tfmr = LlamaModel(t3.cfg)
+    t3.is_gpt = turbo
+    t3.cfg = GPT2Config(**tcfg) if turbo else LlamaConfig(**tcfg)
+    t3.tfmr = GPT2Model(t3.cfg) if turbo else LlamaModel(t3.cfg)
     t3.dim = dim = t3.cfg.hidden_size
     t3.deepspeed_patch_applied = False
     t3.cond_enc = T3CondEnc(hp)
     t3.text_emb = nn.Embedding(hp.text_tokens_dict_size, dim)
     t3.speech_emb = nn.Embedding(hp.speech_tokens_dict_size, dim)
-    t3.text_pos_emb = LearnedPositionEmbeddings(hp.max_text_tokens + 2, dim)
-    t3.speech_pos_emb = LearnedPositionEmbeddings(hp.max_speech_tokens + 2 + 2, dim)
+    t3.text_pos_emb = None
+    t3.speech_pos_emb = None
+    if hp.input_pos_emb == "learned":
+        t3.text_pos_emb = LearnedPositionEmbeddings(hp.max_text_tokens + 2, dim)
+        t3.speech_pos_emb = LearnedPositionEmbeddings(hp.max_speech_tokens + 2 + 2, dim)
     t3.text_head = nn.Linear(dim, hp.text_tokens_dict_size, bias=False)
-    t3.speech_head = nn.Linear(dim, hp.speech_tokens_dict_size, bias=False)
+    t3.speech_head = nn.Linear(dim, hp.speech_tokens_dict_size, bias=turbo)
     t3.compiled = False
     return t3
 
 
-def build_s3gen(sizes: dict[str, Any]) -> Any:
+def build_s3gen(sizes: dict[str, Any], *, meanflow: bool = False) -> Any:
     """Chatterbox's S3Gen (speech tokenizer, CAMPPlus, flow, HiFT) at the given sizes; mirrors
     ``S3Token2Mel.__init__`` and ``S3Token2Wav.__init__``."""
     import librosa
@@ -156,7 +168,7 @@ def build_s3gen(sizes: dict[str, Any]) -> Any:
     gen.tokenizer = tok
     gen.mel_extractor = mel_spectrogram
     gen.speaker_encoder = CAMPPlus(memory_efficient=False, **sizes.get("speaker_encoder", {}))
-    gen.meanflow = False
+    gen.meanflow = meanflow
     enc = {"output_size": 512, "attention_heads": 8, "linear_units": 2048, "num_blocks": 6,
            **sizes.get("encoder", {})}
     encoder = UpsampleConformerEncoder(
@@ -167,7 +179,7 @@ def build_s3gen(sizes: dict[str, Any]) -> Any:
     est = {"channels": [256], "attention_head_dim": 64, "n_blocks": 4, "num_mid_blocks": 12, "num_heads": 8,
            **sizes.get("estimator", {})}
     estimator = ConditionalDecoder(in_channels=320, out_channels=80, causal=True, dropout=0.0, act_fn="gelu",
-                                   meanflow=False, **est)
+                                   meanflow=meanflow, **est)
     decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
     gen.flow = CausalMaskedDiffWithXvec(input_size=enc["output_size"], encoder=encoder, decoder=decoder)
     gen.resamplers = {}
@@ -196,10 +208,10 @@ def build_voice_encoder(sizes: dict[str, Any]) -> Any:
     return VoiceEncoder(hp)
 
 
-def load_sized(root: Path, device: str, sizes: dict[str, Any]) -> Any:
-    """``ChatterboxTTS.from_local`` for a folder with module sizes in ``voice-chatterbox.json``."""
+def load_sized(root: Path, device: str, sizes: dict[str, Any], *, turbo: bool = False) -> Any:
+    """``ChatterboxTTS.from_local`` (or the Turbo one) for a folder with module sizes in
+    ``voice-chatterbox.json``: the same files and steps, modules at those sizes."""
     import torch
-    from chatterbox.models.tokenizers import EnTokenizer
     from chatterbox.tts import ChatterboxTTS, Conditionals
     from safetensors.torch import load_file
 
@@ -207,13 +219,31 @@ def load_sized(root: Path, device: str, sizes: dict[str, Any]) -> Any:
     ve = build_voice_encoder(sizes)
     ve.load_state_dict(load_file(root / "ve.safetensors"))
     ve.to(device).eval()
-    t3 = build_t3(sizes.get("t3", {}))
-    t3_state = load_file(root / "t3_cfg.safetensors")
+    t3 = build_t3(sizes.get("t3", {}), turbo=turbo)
+    t3_state = load_file(root / ("t3_turbo_v1.safetensors" if turbo else "t3_cfg.safetensors"))
     t3.load_state_dict(t3_state)
+    if turbo:
+        del t3.tfmr.wte
     t3.to(device).eval()
-    s3gen = build_s3gen(sizes.get("s3gen", {}))
-    s3gen.load_state_dict(load_file(root / "s3gen.safetensors"), strict=False)
+    s3gen = build_s3gen(sizes.get("s3gen", {}), meanflow=turbo)
+    s3gen.load_state_dict(load_file(root / ("s3gen_meanflow.safetensors" if turbo else "s3gen.safetensors")),
+                          strict=turbo)
     s3gen.to(device).eval()
+    tokenizer: Any
+    if turbo:
+        from chatterbox.tts_turbo import ChatterboxTurboTTS
+        from chatterbox.tts_turbo import Conditionals as TurboConditionals
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(root)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        conds = None
+        if (builtin := root / "conds.pt").exists():
+            conds = TurboConditionals.load(builtin, map_location=map_location).to(device)
+        return ChatterboxTurboTTS(t3, s3gen, ve, tokenizer, device, conds=conds)
+    from chatterbox.models.tokenizers import EnTokenizer
+
     tokenizer = EnTokenizer(str(root / "tokenizer.json"))
     conds = None
     if (builtin := root / "conds.pt").exists():
@@ -292,8 +322,9 @@ class ChatterboxEngine:
                 from chatterbox.tts import ChatterboxTTS as cls  # type: ignore[assignment]
             sized = root / SIZES_FILE
             try:
-                if self.variant == "standard" and sized.is_file():
-                    model = load_sized(root, self.device.device, json.loads(sized.read_text()))
+                if sized.is_file():
+                    sizes = json.loads(sized.read_text())
+                    model = load_sized(root, self.device.device, sizes, turbo=self.variant == "turbo")
                 else:
                     model = cls.from_local(root, self.device.device)
             except (OSError, RuntimeError, ValueError, KeyError) as err:
@@ -322,10 +353,35 @@ class ChatterboxEngine:
             return
         kwargs: dict[str, Any] = {"exaggeration": self.cfg.tts.chatterbox.exaggeration}
         try:
-            model.prepare_conditionals(str(path), **kwargs)
+            if self.variant == "turbo":
+                self._prepare_turbo(model, path, kwargs)
+            else:
+                model.prepare_conditionals(str(path), **kwargs)
         except (OSError, EOFError) as err:  # read by librosa after our own check passed
             raise InputError(f"reference audio {path} cannot be used: {err}") from None
+        except AssertionError as err:  # Turbo: "Audio prompt must be longer than 5 seconds!"
+            raise InputError(f"reference audio {path} cannot be used: {err}") from None
         self._conds_for = str(path)
+
+    @staticmethod
+    def _prepare_turbo(model: Any, path: Path, kwargs: dict[str, Any]) -> None:
+        """Turbo's prepare_conditionals with its loudness step done here in float32.
+
+        Its own step multiplies float32 audio by a NumPy float64 gain, which under NumPy 2 (the
+        package pins numpy<2) turns the audio into float64 and its speech tokenizer then fails
+        ("expected scalar type Double"). Same normalization, same file path API, float32 kept."""
+        import tempfile
+
+        import librosa
+        import soundfile as sf
+        from chatterbox.models.s3gen.const import S3GEN_SR
+
+        wav, sr = librosa.load(str(path), sr=S3GEN_SR)
+        wav = np.asarray(model.norm_loudness(wav, sr), dtype=np.float32)
+        with tempfile.TemporaryDirectory(prefix="voice-ref-") as tmp:
+            ref = Path(tmp) / "reference.wav"
+            sf.write(ref, wav, sr, subtype="FLOAT")
+            model.prepare_conditionals(str(ref), norm_loudness=False, **kwargs)
 
     def _generate(self, model: Any, sentence: str) -> np.ndarray:
         c = self.cfg.tts.chatterbox
