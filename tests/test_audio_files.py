@@ -130,6 +130,17 @@ def test_write_is_atomic_on_failure(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["keep.wav"]
 
 
+def test_written_files_are_readable_like_any_new_file(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = write_audio(tmp_path / "a.wav", np.zeros(160, dtype=np.float32), 16000)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
 def test_write_unknown_format_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot write format"):
         write_audio(tmp_path / "x.xyz", np.zeros(10, dtype=np.float32), 16000)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice.errors import InputError, VoiceError
+from voice.fsutil import atomic_write
 
 if TYPE_CHECKING:
     import asyncio
@@ -235,14 +236,10 @@ class ManifestWriter:
 def rewrite_manifest(path: Path, order: list[str]) -> None:
     """Exactly one line per row id in ``order`` (the last entry wins), written atomically."""
     entries = read_manifest(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_write(path, "w", encoding="utf-8") as fh:
         for rid in order:
             if rid in entries:
                 fh.write(json.dumps(entries[rid], ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def remove_temp_files(outdir: Path) -> int:

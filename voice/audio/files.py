@@ -8,13 +8,13 @@ soundfile (libsndfile) reads WAV/FLAC/OGG quickly; anything it cannot read goes 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from voice.audio.resample import resample
 from voice.errors import InputError
+from voice.fsutil import atomic_write
 
 #: Output formats :func:`write_audio` knows, by file suffix (soundfile format names).
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
@@ -124,15 +124,7 @@ def write_audio(
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{p}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            subtype = "PCM_16" if fmt in ("WAV", "FLAC") else None
-            sf.write(fh, data, sample_rate, format=fmt, subtype=subtype)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(p) as fh:
+        subtype = "PCM_16" if fmt in ("WAV", "FLAC") else None
+        sf.write(fh, data, sample_rate, format=fmt, subtype=subtype)
     return p

@@ -149,14 +149,7 @@ def _print(out: TextIO, fmt: str, name: str, rendered: str, *, first: bool, seve
 
 
 def _write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
+    from voice.fsutil import atomic_write
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
