@@ -196,3 +196,19 @@ def test_voice_models_lists_every_model() -> None:
     bad = run_voice("models", "--fetch", "nope")
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and "unknown model 'nope'" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[models.x\nkind = 'asr'\n", "model registry .*bad.toml: "),
+        ("models = 3\n", r"\[models\] must be a table"),
+        ("[models]\nx = 'asr'\n", "models.x: must be a table"),
+        ("[models.x]\nsources = [{type = 'assemble', files = [{name = 'a'}]}]\n", "needs name and parts"),
+        ("[models.x]\nsources = [{type = 'ftp'}]\n", "source type 'ftp'"),
+    ],
+)
+def test_a_broken_registry_file_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        Registry(cache_dir=tmp_path / "cache", registry_dir=tmp_path).entries()

@@ -132,14 +132,17 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
     kind = raw.get("type")
     if kind not in {"path", "package", "assemble", "hub"}:
         raise ConfigError(f"{where}: source type {kind!r} is not path, package, assemble or hub")
-    files = tuple(
-        AssembledFile(
-            name=f["name"],
-            parts=tuple(Part(p["module"], p["path"]) for p in f["parts"]),
-            sha256=f.get("sha256"),
+    try:
+        files = tuple(
+            AssembledFile(
+                name=f["name"],
+                parts=tuple(Part(p["module"], p["path"]) for p in f["parts"]),
+                sha256=f.get("sha256"),
+            )
+            for f in raw.get("files", [])
         )
-        for f in raw.get("files", [])
-    )
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{where}: each assembled file needs name and parts (module, path): missing {e}") from None
     return Source(
         type=kind,
         path=raw.get("path"),
@@ -164,10 +167,18 @@ class Registry:
         if self._entries is None:
             entries: dict[str, ModelEntry] = {}
             for toml_path in sorted(self.registry_dir.glob("*.toml")):
-                with toml_path.open("rb") as fh:
-                    data = tomllib.load(fh)
-                for name, raw in data.get("models", {}).items():
+                try:
+                    with toml_path.open("rb") as fh:
+                        data = tomllib.load(fh)
+                except (OSError, tomllib.TOMLDecodeError) as e:
+                    raise ConfigError(f"model registry {toml_path}: {e}") from None
+                models = data.get("models", {})
+                if not isinstance(models, dict):
+                    raise ConfigError(f"model registry {toml_path}: [models] must be a table of named models")
+                for name, raw in models.items():
                     where = f"{toml_path}: models.{name}"
+                    if not isinstance(raw, dict):
+                        raise ConfigError(f"{where}: must be a table (kind, description, sources, ...)")
                     entries[name] = ModelEntry(
                         name=name,
                         kind=raw.get("kind", "other"),
