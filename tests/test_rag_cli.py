@@ -87,3 +87,43 @@ def test_kb_path_that_is_a_file(env, tmp_path, capsys):
     f.write_text("x")
     assert main(["kb", "list", "--kb", str(f)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.fixture
+def not_qdrant(tmp_path):
+    """A real HTTP server on loopback that is not Qdrant (answers 404 to everything)."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep stderr for the CLI under test
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_or_wrong_qdrant_server_is_a_one_line_error(env, docs_dir, not_qdrant, monkeypatch, capsys):
+    import time
+
+    for url, expect in [(f"http://127.0.0.1:{_closed_port()}", "cannot be reached"),
+                        (not_qdrant, "answered HTTP 404")]:
+        monkeypatch.setenv("VOICE_RAG__QDRANT_URL", url)
+        for argv in (["kb", "list"], ["ingest", str(docs_dir / "reactor.txt")]):
+            t0 = time.monotonic()
+            assert main(argv) == 1
+            err = capsys.readouterr().err
+            assert time.monotonic() - t0 < 30
+            assert err.startswith(f"voice: error: Qdrant server {url} {expect}"), err
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -200,12 +200,11 @@ def test_another_process_gets_a_clear_error_while_the_store_is_open(kb, docs_dir
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.qdrant_server
 def test_qdrant_server_mode(cfg, rag_embedder, tmp_path):
-    """Against a real Qdrant server when VOICE_TEST_QDRANT_URL points at one."""
-    url = os.environ.get("VOICE_TEST_QDRANT_URL")
-    if not url:
-        pytest.skip("no Qdrant server here: PyPI, Debian and npm ship only clients, not the server"
-                    " binary; set VOICE_TEST_QDRANT_URL=http://host:6333 to run this test")
+    """Against a real Qdrant server: collected only when VOICE_TEST_QDRANT_URL points at one
+    (no Qdrant server installs from PyPI, Debian or npm, so CI here deselects it)."""
+    url = os.environ["VOICE_TEST_QDRANT_URL"]
     from voice.rag import KnowledgeBase
 
     cfg.rag.qdrant_url = url

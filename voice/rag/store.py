@@ -99,7 +99,7 @@ def _open_client(*, path: Path | None, url: str | None) -> Any:
         import os
 
         key = os.environ.get("QDRANT_API_KEY")
-        return QdrantClient(url=url, api_key=key, timeout=30)
+        return _ServerClient(QdrantClient(url=url, api_key=key, timeout=30), url)
     assert path is not None
     path.mkdir(parents=True, exist_ok=True)
     import warnings
@@ -115,6 +115,48 @@ def _open_client(*, path: Path | None, url: str | None) -> Any:
                 hint="close it, use another --kb folder, or set rag.qdrant_url to a Qdrant server",
             ) from None
         raise
+
+
+class QdrantUnavailable(VoiceError):
+    """The configured Qdrant server cannot be reached or refused a request."""
+
+
+class _ServerClient:
+    """A QdrantClient for a server whose network and HTTP failures become one-line errors."""
+
+    def __init__(self, client: Any, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+            try:
+                return attr(*args, **kwargs)
+            except ResponseHandlingException as err:
+                raise QdrantUnavailable(
+                    f"Qdrant server {self._url} cannot be reached ({err})",
+                    hint="start it, or unset rag.qdrant_url to use the local knowledge base folder",
+                ) from None
+            except UnexpectedResponse as err:
+                detail = " ".join((err.content or b"").decode("utf-8", "replace").split())[:160]
+                if err.status_code in (401, 403):
+                    hint = "check QDRANT_API_KEY"
+                elif detail.startswith("{"):
+                    hint = None
+                else:
+                    hint = "is rag.qdrant_url a Qdrant server?"
+                raise QdrantUnavailable(
+                    f"Qdrant server {self._url} answered HTTP {err.status_code} {err.reason_phrase}: {detail}",
+                    hint=hint,
+                ) from None
+
+        return call
 
 
 def point_id(source: str, file_hash: str, index: int) -> str:
