@@ -97,9 +97,13 @@ def _open_client(*, path: Path | None, url: str | None) -> Any:
 
     if url:
         import os
+        import warnings
 
         key = os.environ.get("QDRANT_API_KEY")
-        return _ServerClient(QdrantClient(url=url, api_key=key, timeout=30), url)
+        with warnings.catch_warnings():
+            # An unreachable server warns here first; the first request gives our one-line error.
+            warnings.filterwarnings("ignore", message="Failed to obtain server version")
+            return _ServerClient(QdrantClient(url=url, api_key=key, timeout=30), url)
     assert path is not None
     path.mkdir(parents=True, exist_ok=True)
     import warnings
