@@ -265,8 +265,14 @@ class Conversation:
             return False
         if self.pcfg.headphones or self.echo is not None or not self.echo_path:
             return True
-        # no echo protection: the speaker's sound would come back as "user speech"
-        return not self.speaking and time.monotonic() >= self._gate_until
+        # No echo protection: the speaker's sound would come back as "user speech". The gate
+        # stays shut echo_tail_ms past the last moment seen speaking: what the device and the
+        # room still hold (and a gap between two sentences) must not open it.
+        now = time.monotonic()
+        if self.speaking:
+            self._gate_until = max(self._gate_until, now + self.pcfg.echo_tail_ms / 1000.0)
+            return False
+        return now >= self._gate_until
 
     def _reset_input(self) -> None:
         if self._endpointer is not None:
@@ -585,18 +591,22 @@ class Conversation:
                         continue
                     if first and mark_turn is not None:
                         mark_turn()
-                    await self.sink.write(audio)
-                    if self.turns.is_stale(tid):
-                        return  # cleared while we were waiting on the sink
+                    # Book the chunk BEFORE the write: a sink queues it at once and then waits
+                    # while its buffer is full (a chunk can be longer than the buffer), and all
+                    # that time the chunk may sound. Barge-in must see it (to clear it and to
+                    # know what was played) and the echo gate must know the assistant speaks.
                     resp.ledger.add(int(audio.shape[0]), text)
                     self._out_pos = resp.ledger.end
                     if self.echo is not None:
                         self.echo.far(self._to_rate(audio, self.sink.sample_rate, SAMPLE_RATE))
-                    self._emit(ev.AudioOut(turn_id=tid, audio=audio, sample_rate=self.sink.sample_rate,
-                                           text=text))
                     if first:
                         first = False
                         self._spawn(self._watch_first_sample(resp), bg=True)
+                    await self.sink.write(audio)
+                    if self.turns.is_stale(tid):
+                        return  # cleared while we were waiting on the sink
+                    self._emit(ev.AudioOut(turn_id=tid, audio=audio, sample_rate=self.sink.sample_rate,
+                                           text=text))
             except Exception as err:
                 err.stage = "tts"  # type: ignore[attr-defined]
                 raise

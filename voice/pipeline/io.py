@@ -77,12 +77,13 @@ class FileSink:
             played = self.played_samples
             if played >= self._written:  # idle: the clock restarts with this chunk
                 self._base, self._t0 = played, time.monotonic()
-            # backpressure like a device buffer: hold while more than 2 s is queued
+        # queued at once (like a device buffer), then backpressure while more than 2 s is queued
+        self._chunks.append(audio)
+        self._written += audio.shape[0]
+        if self.realtime:
             excess = self._written - self.played_samples - 2 * self.sample_rate
             if excess > 0:
                 await asyncio.sleep(excess / self.sample_rate)
-        self._chunks.append(audio)
-        self._written += audio.shape[0]
 
     def clear(self) -> int:
         """Drop the part not played yet (realtime only; otherwise everything is already out)."""
