@@ -123,6 +123,7 @@ async function start() {
   document.getElementById("start").disabled = true;
   ctx = new AudioContext({ sampleRate: RATE });
   state.rate = ctx.sampleRate;
+  state.ctxState = () => ctx ? ctx.state + "@" + ctx.currentTime.toFixed(2) : "none";
   await ctx.audioWorklet.addModule("worklet.js");
   micStream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },

@@ -3,7 +3,10 @@
 class PcmCapture extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.batch = new Int16Array(Math.round(sampleRate * 0.04));
+    // The size is kept apart from the array: posting transfers (detaches) the batch's buffer,
+    // after which its .length reads 0.
+    this.size = Math.round(sampleRate * 0.04);
+    this.batch = new Int16Array(this.size);
     this.fill = 0;
   }
   process(inputs) {
@@ -13,9 +16,9 @@ class PcmCapture extends AudioWorkletProcessor {
       for (let i = 0; i < ch.length; i++) {
         const s = Math.max(-1, Math.min(1, ch[i]));
         this.batch[this.fill++] = s < 0 ? s * 0x8000 : s * 0x7fff;
-        if (this.fill === this.batch.length) {
+        if (this.fill === this.size) {
           this.port.postMessage(this.batch.buffer, [this.batch.buffer]);
-          this.batch = new Int16Array(this.batch.length);
+          this.batch = new Int16Array(this.size);
           this.fill = 0;
         }
       }
