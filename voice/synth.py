@@ -412,7 +412,9 @@ def run_job(
     try:
         if todo:
             wcfg = copy.deepcopy(cfg)
-            threads = max(1, default_workers() // n_workers)
+            # A worker is one core: N workers use N cores (a user asking for one leaves the others
+            # free); parallelism comes from processes, which scale better than ORT's threads.
+            threads = 1
             if wcfg.tts.piper.threads == 0:
                 wcfg.tts.piper.threads = threads
             import multiprocessing

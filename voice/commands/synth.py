@@ -26,7 +26,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--voice", help="voice for rows that name none (engine-specific)")
     p.add_argument("--speed", type=float, help="speed factor for rows that give none (1.0 = normal)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav", help="audio format (default wav)")
-    p.add_argument("--workers", type=int, metavar="N", help="parallel worker processes (default: cores)")
+    p.add_argument("--workers", type=int, metavar="N", help="parallel single-threaded worker processes, i.e. cores used (default: all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
