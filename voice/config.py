@@ -271,6 +271,11 @@ class ServerConfig:
     max_sessions: int = 16
     max_message_bytes: int = 1_048_576
     idle_timeout_s: float = 300.0
+    #: llama.cpp slots for the embedded LLM under `voice serve` (answers decoded together,
+    #: continuous batching); 0 = llm.embedded.parallel.
+    llm_slots: int = 8
+    #: Threads for blocking inference (ASR, TTS) shared by all sessions; 0 = 4 + 2 x max_sessions.
+    worker_threads: int = 0
 
 
 @dataclass

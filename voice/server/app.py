@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -43,6 +44,7 @@ class VoiceServer:
         self.metrics = ServerMetrics()
         self.started = time.monotonic()
         self._server: Server | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
         self.gate = Gate(
             token=self.token, allowed_origins=cfg.server.allowed_origins, max_sessions=cfg.server.max_sessions,
@@ -60,6 +62,11 @@ class VoiceServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        # Blocking inference runs in the loop's default executor; its stock size (cores + 4) is
+        # filled by sessions waiting on the shared Whisper lock, which would hold back TTS work.
+        workers = self.cfg.server.worker_threads or 4 + 2 * self.cfg.server.max_sessions
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voice-serve")
+        asyncio.get_running_loop().set_default_executor(self._executor)
         if not self.resources.ready:
             await self.resources.start()
         self._server = await serve(
@@ -109,6 +116,8 @@ class VoiceServer:
             await self._server.wait_closed()
         if self._own_resources:
             await self.resources.aclose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> VoiceServer:
         await self.start()

@@ -33,6 +33,9 @@ class ServerResources:
         from voice.llm.runtime import LlmRuntime
         from voice.tts.base import create_engine
 
+        if self.cfg.server.llm_slots > 0:
+            # every session's chain copies this config, so all share this one llama.cpp server
+            self.cfg.llm.embedded.parallel = self.cfg.server.llm_slots
         self.transcriber = get_transcriber(self.cfg)
         self.tts = create_engine(self.cfg)
         self.runtime = LlmRuntime()
