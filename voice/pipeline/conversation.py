@@ -162,6 +162,8 @@ class Conversation:
         self._out_pos = 0
         self._echo_pos = 0
         self._gate_until = 0.0
+        self._echo_until = 0.0
+        self._echo_gate: Any = None
         self._gated = False
         self._manual_buf: list[np.ndarray] = []
         self._manual_samples = 0
@@ -258,6 +260,13 @@ class Conversation:
         if muted:
             self._reset_input()
 
+    def _echo_window(self) -> bool:
+        """The assistant's voice may be in the microphone now (playing, or its tail)."""
+        if self.speaking:
+            self._echo_until = time.monotonic() + self.pcfg.echo_tail_ms / 1000.0
+            return True
+        return time.monotonic() < self._echo_until
+
     def _mic_open(self) -> bool:
         if self.muted or self._closed:
             return False
@@ -292,7 +301,14 @@ class Conversation:
                 if played > self._echo_pos:
                     self.echo.played(round((played - self._echo_pos) * SAMPLE_RATE / self.sink.sample_rate))
                 self._echo_pos = played
+            raw = audio
             audio = self.echo.near(audio)
+            if self.pcfg.echo_suppress_db > 0:
+                if self._echo_gate is None:
+                    from voice.pipeline.echo import ResidualEchoGate
+
+                    self._echo_gate = ResidualEchoGate(self.pcfg.echo_suppress_db)
+                audio = self._echo_gate.process(raw, audio, self._echo_window())
         if not self._mic_open():
             self._gated = True
             return

@@ -93,3 +93,30 @@ class EchoCanceller:
         self._queued.clear()
         self._far.clear()
         self._far_samples = 0
+
+
+class ResidualEchoGate:
+    """Residual echo suppression after the canceller, for the VAD's sake (sans-I/O).
+
+    Silero takes even a -50 dB residual of the assistant's voice for speech. While the assistant
+    may be heard, a frame reaches the VAD as silence when the cleaned energy over the last
+    ``window`` frames is ``db`` below the raw energy (the canceller removed it: echo). Someone
+    talking over the assistant is not in the far end, so most of their energy stays.
+    A window rather than one frame: the canceller leaks for a frame when its delay estimate moves.
+    """
+
+    def __init__(self, db: float = 10.0, window: int = 3) -> None:
+        self.ratio = 10 ** (-db / 10)
+        self._raw: deque[float] = deque(maxlen=window)
+        self._out: deque[float] = deque(maxlen=window)
+
+    def process(self, raw: np.ndarray, out: np.ndarray, active: bool) -> np.ndarray:
+        if not active or out.size == 0 or raw.size == 0:
+            self._raw.clear()
+            self._out.clear()
+            return out
+        self._raw.append(float(np.sum(raw * raw)))
+        self._out.append(float(np.sum(out * out)))
+        if sum(self._out) < sum(self._raw) * self.ratio:
+            return np.zeros_like(out)
+        return out
