@@ -358,3 +358,24 @@ async def test_run_over_frames_holds_while_busy(cfg) -> None:  # type: ignore[no
     assert len([e for e in seen if isinstance(e, ev.PlaybackDone)]) == 2
     assert not [e for e in seen if isinstance(e, ev.BargeIn)]
     assert conv.metrics.summary()["turns"] == 2
+
+
+def test_chunker_first_piece_at_word_boundary_after_first_words() -> None:
+    """The first piece need not wait for a clause: after ``first_words`` words it goes."""
+    from voice.config import ChunkerConfig
+    from voice.tts.chunker import SpeechChunker
+
+    answer = "The lighthouse on Kestrel Point was painted bright purple in 1987. Its keeper is Marigold."
+    for words, first in [(8, "The lighthouse on Kestrel Point was painted bright"),
+                         (0, "The lighthouse on Kestrel Point was painted bright purple in 1987.")]:
+        c = SpeechChunker(ChunkerConfig(first_words=words))
+        pieces: list[str] = []
+        for w in answer.split(" "):
+            pieces += c.feed(w + " ")
+            if pieces:
+                break
+        assert pieces[0] == first
+        # a word still arriving ("purp") is never cut
+        c = SpeechChunker(ChunkerConfig(first_words=words))
+        got = c.feed("The lighthouse on Kestrel Point was painted bright purp")
+        assert got == ([first] if words else [])

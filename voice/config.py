@@ -146,6 +146,9 @@ class ChatterboxConfig:
 class ChunkerConfig:
     #: The first piece is spoken as soon as a clause boundary follows this many characters.
     min_first_chars: int = 20
+    #: If no clause boundary came yet, the first piece goes at a word boundary once it has this
+    #: many words (speech starts sooner; the break may fall mid-phrase). 0 = wait for a boundary.
+    first_words: int = 8
     #: Later pieces are whole sentences of at least this many characters.
     min_chars: int = 40
     #: A piece is cut at a word boundary once it grows past this many characters.
@@ -258,6 +261,10 @@ class PipelineConfig:
     echo_tail_ms: int = 250
     #: Start transcribing when silence begins (during the VAD hang-over); discarded if speech resumes.
     early_transcribe: bool = True
+    #: With echo cancellation, while the assistant speaks: a microphone frame whose cleaned
+    #: energy is this many dB below the raw one is residual echo and reaches the VAD as silence
+    #: (someone talking over the assistant keeps most of the energy). 0 = off.
+    echo_suppress_db: float = 10.0
 
 
 @dataclass

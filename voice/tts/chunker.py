@@ -1,7 +1,8 @@
 """Turn a stream of LLM text deltas into pieces worth speaking (sans-I/O, no models).
 
 - The first piece goes out as soon as a clause or sentence boundary follows at least
-  ``min_first_chars`` characters, so the speaker starts early.
+  ``min_first_chars`` characters, so the speaker starts early; failing that, at a word boundary
+  once it has ``first_words`` words (0 = off).
 - Later pieces are whole sentences of at least ``min_chars`` characters (short sentences are
   joined); a piece that grows past ``max_chars`` is cut at a clause boundary or between words.
 - What should not be read aloud is dropped or rewritten: markdown emphasis, headers, links
@@ -191,6 +192,15 @@ def _unclosed_at(text: str) -> int:
 # ----------------------------------------------------------------------------- chunker
 
 
+def _after_words(text: str, n: int, min_chars: int) -> int | None:
+    """Position just after the ``n``-th whole word of ``text`` (one followed by whitespace),
+    if those words make at least ``min_chars`` characters; else None."""
+    for count, m in enumerate(re.finditer(r"\S+(?=\s)", text), start=1):
+        if count >= n and len(text[: m.end()].strip()) >= min_chars:
+            return m.end()
+    return None
+
+
 @dataclass
 class _Line:
     raw: str = ""
@@ -312,6 +322,8 @@ class SpeechChunker:
         minimum = self.cfg.min_first_chars if first else self.cfg.min_chars
         ends = sorted(set(sentence_ends(text)) | (set(clause_ends(text)) if first else set()))
         cut = next((e for e in ends if len(text[:e].strip()) >= minimum), None)
+        if cut is None and first and self.cfg.first_words > 0:
+            cut = _after_words(text, self.cfg.first_words, minimum)
         if cut is None and len(text) > self.cfg.max_chars:
             cut = self._overflow_cut(text)
         if cut is None:
