@@ -16,10 +16,16 @@ from voice.config import Config
 from voice.errors import DeviceError, InputError
 
 NO_MIC = (
-    "no microphone found ({reason}). Without audio devices use: --text (type instead of talk), "
+    "{reason}; without audio devices use --text (type instead of talk), "
     "--input FILE (a recorded conversation) and --output FILE (write the answers to a file)"
 )
-NO_SPEAKER = "no audio output device ({reason}). Use --output FILE to write the answers to a file"
+NO_SPEAKER = "{reason}; without a speaker use --output FILE to write the answers to a file"
+
+
+def _reason(err: DeviceError) -> str:
+    """The device error without its generic "pick one with ..." advice (chat gives its own)."""
+    generic = err.hint is None or err.hint.startswith(("pick one with", "pick another with"))
+    return (err.message if generic else str(err)).rstrip(".")
 
 
 def register(sub: Subparsers) -> None:
@@ -78,7 +84,7 @@ def _check_device(spec: Any, kind: str, message: str) -> None:
     try:
         resolve_device(spec, kind)
     except DeviceError as err:
-        raise DeviceError(message.format(reason=str(err).rstrip("."))) from None
+        raise DeviceError(message.format(reason=_reason(err))) from None
     except OSError as err:  # PortAudio itself missing
         raise DeviceError(message.format(reason=str(err))) from None
 
@@ -219,4 +225,4 @@ async def _mic_loop(conv: Any, cfg: Config, view: Any, console: Any, stop: async
                 else:
                     await _until_stopped(conv.run(mic), stop)
     except DeviceError as err:
-        raise DeviceError(NO_MIC.format(reason=str(err).rstrip("."))) from None
+        raise DeviceError(NO_MIC.format(reason=_reason(err))) from None
