@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from typing import Any
 
 from voice.commands import Subparsers
@@ -20,21 +19,6 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--no-retrieval", action="store_true", help="do not search the knowledge base")
     p.add_argument("--speak", action="store_true", help="also speak the answer (tts.engine)")
     p.set_defaults(handler=run)
-
-
-def _open_kb(cfg: Config, kb_arg: str | None) -> Any:
-    """The knowledge base to search, or None when there is none yet."""
-    if kb_arg is not None:
-        kb_dir = Path(kb_arg).expanduser()
-        if not kb_dir.is_dir():
-            raise InputError(f"--kb {kb_arg}: no such knowledge base folder (create it with voice ingest --kb)")
-    else:
-        kb_dir = cfg.kb_dir()
-        if not cfg.rag.qdrant_url and not kb_dir.is_dir():
-            return None
-    from voice.rag import KnowledgeBase
-
-    return KnowledgeBase(cfg, kb_dir)
 
 
 async def _speak(cfg: Config, text: str) -> None:
@@ -81,7 +65,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     question = args.question.strip()
     if not question:
         raise InputError("the question is empty")
-    kb = None if args.no_retrieval else _open_kb(cfg, args.kb)
+    from voice.rag import open_kb
+
+    kb = None if args.no_retrieval else open_kb(cfg, args.kb)
     try:
         asyncio.run(ask(cfg, question, kb, speak=args.speak))
     finally:

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from voice.config import Config
-from voice.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +44,9 @@ def open_kb(cfg: Config, kb_arg: str | Path | None, *, retrieval: bool = True) -
     if not retrieval or not cfg.rag.enabled:
         cfg.rag.enabled = False
         return None
-    if kb_arg is not None:
-        kb_dir = Path(kb_arg).expanduser()
-        if not kb_dir.is_dir():
-            raise InputError(f"--kb {kb_arg}: no such knowledge base folder (create it with voice ingest --kb)")
-    else:
-        kb_dir = cfg.kb_dir()
-        if not cfg.rag.qdrant_url and not kb_dir.is_dir():
-            return None
-    from voice.rag import KnowledgeBase
+    from voice.rag import open_kb as open_rag_kb
 
-    return KnowledgeBase(cfg, kb_dir)
+    return open_rag_kb(cfg, kb_arg)
 
 
 async def build_stack(

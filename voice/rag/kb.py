@@ -266,3 +266,17 @@ class KnowledgeBase:
 
 def _info(d: StoredDoc) -> DocumentInfo:
     return DocumentInfo(d.source, d.file_hash, d.stored_chunks, d.complete, Path(d.source).exists())
+
+
+def open_kb(cfg: Any, kb_arg: str | os.PathLike[str] | None) -> KnowledgeBase | None:
+    """The knowledge base for ``--kb DIR`` (must exist) or the configured one; None when the
+    configured local folder has not been created yet (nothing ingested)."""
+    if kb_arg is not None:
+        kb_dir = Path(kb_arg).expanduser()
+        if not kb_dir.is_dir():
+            raise InputError(f"--kb {kb_arg}: no such knowledge base folder (create it with voice ingest --kb)")
+    else:
+        kb_dir = cfg.kb_dir()
+        if not cfg.rag.qdrant_url and not kb_dir.is_dir():
+            return None
+    return KnowledgeBase(cfg, kb_dir)
