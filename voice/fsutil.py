@@ -15,10 +15,15 @@ from typing import IO, Any
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; done once per write, cheap and local.
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    # Read, not set-and-restore: os.umask(0) would briefly apply to every thread's new files.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 @contextlib.contextmanager
