@@ -4,12 +4,21 @@ Models are resolved through the registry, placed on a device by :func:`voice.dev
 (a real CTranslate2 encode decides whether CUDA works), loaded on first use and kept in a
 :class:`ModelCache` keyed by (model path, device, compute type, threads). Each loaded model has
 one lock: CTranslate2 runs one transcription per model at a time, in a worker thread.
+
+Short encoder window (``asr.live_window_s`` / ``asr.file_window_s``): faster-whisper pads every
+utterance to Whisper's 30 s window, so the encoder costs the same for a 2 s turn as for 30 s of
+speech. The model is loaded as a :class:`WhisperModel` subclass whose ``encode`` keeps only the
+first N mel frames of the (zero-padded) window when the utterance fits in N with a margin, the
+same idea as whisper.cpp's ``audio_ctx``: CTranslate2 slices the encoder's positional embedding to
+the input length, and decoding, timestamps and language detection run on that shorter encoder
+output through faster-whisper's own code. Longer audio uses the stock 30 s path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -31,7 +40,52 @@ SAMPLE_RATE = 16000
 #: Audio whose peak stays below this (about -60 dBFS) is silence: no model call, empty text.
 SILENCE_PEAK = 1e-3
 
+#: Whisper's window (s) and mel frames per second (10 ms hop).
+STOCK_WINDOW_S = 30.0
+FRAMES_PER_S = 100
+#: Silence the encoder sees after the utterance in a short window (s).
+WINDOW_MARGIN_S = 1.0
+#: Cap on tokens decoded per second of a short window: a decoder that starts repeating itself
+#: (more likely the shorter the window) stops there instead of at Whisper's 448 tokens.
+MAX_TOKENS_PER_WINDOW_S = 15
+
 CacheKey = tuple[str, str, str, int]
+
+
+def encoder_frames(duration_s: float, window_s: float) -> int | None:
+    """Mel frames the encoder sees for ``duration_s`` of audio, or None for the stock 30 s window.
+
+    The window is ``max(window_s, duration_s + WINDOW_MARGIN_S)`` rounded up to whole seconds
+    (an even number of frames, as the encoder's stride-2 convolution wants).
+    """
+    if not window_s > 0:
+        raise ConfigError(f"asr window must be a positive number of seconds, got {window_s}")
+    seconds = max(float(window_s), float(math.ceil(duration_s + WINDOW_MARGIN_S)))
+    if seconds >= STOCK_WINDOW_S:
+        return None
+    return 2 * math.ceil(seconds * FRAMES_PER_S / 2)
+
+
+def _windowed_whisper(path: str, **kwargs: Any) -> Any:
+    """A faster-whisper ``WhisperModel`` whose encoder can run on a window shorter than 30 s."""
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisperModel(WhisperModel):  # type: ignore[misc]
+        """``encode`` keeps the first ``encoder_frames`` mel frames (None = all 3000).
+
+        Set it only while holding the model's lock, and only when the audio fits in it: the
+        frames dropped are then the zero padding faster-whisper added.
+        """
+
+        encoder_frames: int | None = None
+
+        def encode(self, features: np.ndarray) -> Any:
+            n = self.encoder_frames
+            if n is not None and features.shape[-1] > n:
+                features = features[..., :n]
+            return super().encode(features)
+
+    return WindowedWhisperModel(path, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -154,11 +208,9 @@ class WhisperTranscriber:
         key: CacheKey = (str(path), choice.device, choice.compute_type, threads)
 
         def _load() -> LoadedModel:
-            from faster_whisper import WhisperModel
-
             t0 = time.perf_counter()
             try:
-                model = WhisperModel(
+                model = _windowed_whisper(
                     str(path), device=choice.device, compute_type=choice.compute_type, cpu_threads=threads
                 )
             except (RuntimeError, ValueError, OSError) as err:
@@ -210,8 +262,12 @@ class WhisperTranscriber:
         live: bool = False,
         language: str | None = None,
         beam_size: int | None = None,
+        window_s: float | None = None,
     ) -> Transcript:
-        """Transcribe float32 mono 16 kHz audio. Blocking: call from a worker thread."""
+        """Transcribe float32 mono 16 kHz audio. Blocking: call from a worker thread.
+
+        ``window_s`` overrides the configured encoder window (30 = stock faster-whisper).
+        """
         loaded = self.load()
         lang = self.check_language(language)
         data = np.asarray(audio, dtype=np.float32)
@@ -224,9 +280,18 @@ class WhisperTranscriber:
         opts = live_options(self.cfg) if live else file_options(self.cfg, beam_size)
         if live and beam_size:
             opts = DecodeOptions(beam_size, opts.without_timestamps, opts.condition_on_previous_text)
+        window_s = self.configured_window_s(live) if window_s is None else window_s
+        frames = encoder_frames(duration, window_s)
+        kwargs = opts.kwargs()
+        if frames is not None:
+            kwargs["max_new_tokens"] = int(frames / FRAMES_PER_S * MAX_TOKENS_PER_WINDOW_S)
         with loaded.lock:
-            segments, info = loaded.model.transcribe(data, language=lang, **opts.kwargs())
-            segs = [Segment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments]
+            loaded.model.encoder_frames = frames
+            try:
+                segments, info = loaded.model.transcribe(data, language=lang, **kwargs)
+                segs = [Segment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments]
+            finally:
+                loaded.model.encoder_frames = None
         segs = [s for s in segs if s.text]
         text = " ".join(s.text for s in segs)
         return Transcript(text=text, segments=segs, language=info.language, **base)
@@ -238,11 +303,16 @@ class WhisperTranscriber:
         live: bool = False,
         language: str | None = None,
         beam_size: int | None = None,
+        window_s: float | None = None,
     ) -> Transcript:
         """Transcribe in a worker thread; the event loop stays free."""
         return await asyncio.to_thread(
-            self.transcribe_sync, audio, live=live, language=language, beam_size=beam_size
+            self.transcribe_sync, audio, live=live, language=language, beam_size=beam_size, window_s=window_s
         )
+
+    def configured_window_s(self, live: bool) -> float:
+        """The configured encoder window for live turns or files (seconds)."""
+        return self.cfg.live_window_s if live else self.cfg.file_window_s
 
 
 def get_transcriber(cfg: Config, cache: ModelCache | None = None) -> WhisperTranscriber:
