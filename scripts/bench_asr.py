@@ -7,6 +7,12 @@ variant goes through ``voice.cli.main(["transcribe", ...])``: config, registry, 
 audio loading, output formatting). Interpreter start and imports are not timed in either.
 CPU time (user+sys) is reported too: on a busy shared machine it is steadier than wall time.
 Prints one JSON object. Usage: .venv/bin/python scripts/bench_asr.py [--repeats 3] [--beam 5]
+
+``--window 10[,8,...]`` instead compares the stock 30 s encoder window with shorter ones
+(asr.live_window_s / asr.file_window_s) through voice's transcriber, in one process with the model
+loaded once: live settings (greedy, no timestamps) and file settings (beam), every clip, variants
+alternated ``--repeats`` times; corpus WER, summed per-clip median time and CPU time, and every
+clip whose transcript differs from the stock one.
 """
 
 from __future__ import annotations
@@ -98,6 +104,67 @@ def child(args: argparse.Namespace) -> None:
     }))
 
 
+def window_mode(args: argparse.Namespace) -> dict:
+    """Stock 30 s window vs shorter ones, same transcriber, same clips (see the module docstring)."""
+    from voice.asr import get_transcriber
+    from voice.audio.files import load_audio
+    from voice.config import load_config
+    from voice.textnorm import corpus_wer
+
+    clips, refs = _clips(Path(args.clips))
+    cfg = load_config(environ={})
+    cfg.asr.model, cfg.asr.device, cfg.asr.cpu_threads = args.model, args.device, args.threads
+    tr = get_transcriber(cfg)
+    tr.load()
+    audio = {c: load_audio(c) for c in clips}
+    tr.transcribe_sync(audio[clips[0]], live=True)  # warm-up, not timed
+    windows = [30.0, *(float(w) for w in args.window.split(","))]
+    out: dict[str, dict] = {}
+    for mode, live, beam in (("live", True, None), ("file", False, args.beam)):
+        times: dict[float, dict[str, list[float]]] = {w: {c: [] for c in clips} for w in windows}
+        cpus: dict[float, list[float]] = {w: [] for w in windows}
+        texts: dict[float, dict[str, str]] = {w: {} for w in windows}
+        for i in range(args.repeats):
+            for w in windows if i % 2 == 0 else list(reversed(windows)):
+                cpu0 = _cpu_s()
+                for c in clips:
+                    t0 = time.perf_counter()
+                    t = tr.transcribe_sync(audio[c], live=live, beam_size=beam, window_s=w)
+                    times[w][c].append(time.perf_counter() - t0)
+                    texts[w][c] = t.text
+                cpus[w].append(_cpu_s() - cpu0)
+        rows = {}
+        for w in windows:
+            total = sum(statistics.median(v) for v in times[w].values())
+            rows[f"{w:g}"] = {
+                "wer": round(corpus_wer([(refs[c], texts[w][c]) for c in clips]), 4),
+                "time_s": round(total, 3),
+                "cpu_s_median": round(statistics.median(cpus[w]), 3),
+                "slowest_clip_s": round(max(statistics.median(v) for v in times[w].values()), 3),
+            }
+            if w != 30.0:
+                rows[f"{w:g}"]["speedup_vs_30"] = round(rows["30"]["time_s"] / total, 2)
+                rows[f"{w:g}"]["differs_from_30"] = [
+                    {"clip": Path(c).name, "ref": refs[c], "wer_30": round(corpus_wer([(refs[c], texts[30.0][c])]), 3),
+                     "wer": round(corpus_wer([(refs[c], texts[w][c])]), 3), "text_30": texts[30.0][c],
+                     "text": texts[w][c]}
+                    for c in clips if texts[w][c] != texts[30.0][c]
+                ]
+        out[mode] = {"beam": beam or cfg.asr.live_beam_size, "windows_s": rows}
+    return {
+        "benchmark": "asr_window",
+        "clips": len(clips),
+        "audio_s": round(sum(a.shape[0] for a in audio.values()) / 16000, 2),
+        "model": args.model,
+        "threads": args.threads,
+        "device": args.device,
+        "repeats": args.repeats,
+        "cpu": _cpu_name(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **out,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", default=os.environ.get("VOICE_TEST_SPEECH_DIR", str(DEFAULT_CLIPS)))
@@ -106,8 +173,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--window", metavar="S[,S...]",
+                   help="compare the stock 30 s encoder window with these windows (seconds) instead")
     p.add_argument("--child", choices=("direct", "voice"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.window:
+        print(json.dumps(window_mode(args), indent=2))
+        return
     if args.child:
         child(args)
         return

@@ -21,6 +21,7 @@ from voice.asr import (
     live_options,
     transcribe_sync,
 )
+from voice.asr.whisper import encoder_frames
 from voice.audio.files import load_audio
 from voice.config import AsrConfig
 from voice.errors import ConfigError, InputError, ModelNotAvailable
@@ -42,6 +43,41 @@ def test_options_live_vs_file() -> None:
     assert (live.beam_size, live.without_timestamps, live.condition_on_previous_text) == (1, True, False)
     assert (files.beam_size, files.without_timestamps, files.condition_on_previous_text) == (5, False, True)
     assert file_options(cfg, beam_size=2).beam_size == 2
+
+
+def test_encoder_frames_cover_the_audio_with_a_margin() -> None:
+    assert encoder_frames(2.0, 10.0) == 1000
+    assert encoder_frames(9.5, 10.0) == 1100  # 9.5 s + 1 s margin -> 11 s
+    assert encoder_frames(11.0, 10.0) == 1200
+    assert encoder_frames(10.3, 10.25) == 1200
+    assert encoder_frames(3.0, 10.25) == 1026  # even: the encoder's stride-2 convolution
+    assert encoder_frames(28.9, 10.0) is None  # 30 s window: the stock path
+    assert encoder_frames(2.0, 30.0) is None and encoder_frames(2.0, 45.0) is None
+    with pytest.raises(ConfigError, match="positive"):
+        encoder_frames(2.0, 0.0)
+
+
+def test_short_window_keeps_wer_and_is_faster(tiny_transcriber, speech_clips: dict[str, str]) -> None:
+    """Live settings over every clip: the configured short window vs the stock 30 s window."""
+    window = AsrConfig().live_window_s
+    assert window < 30
+    audio = {c: load_audio(c) for c in sorted(speech_clips)}
+    texts: dict[float, list[tuple[str, str]]] = {30.0: [], window: []}
+    spent = {30.0: 0.0, window: 0.0}
+    slowest = 0.0
+    for c, a in audio.items():
+        for w in (30.0, window):
+            t0 = time.perf_counter()
+            text = tiny_transcriber.transcribe_sync(a, live=True, window_s=w).text
+            dt = time.perf_counter() - t0
+            spent[w] += dt
+            texts[w].append((speech_clips[c], text))
+            if w == window:
+                slowest = max(slowest, dt)
+    stock, short = corpus_wer(texts[30.0]), corpus_wer(texts[window])
+    assert short <= stock + 0.01, (stock, short, texts[window])
+    assert spent[window] < 0.7 * spent[30.0], spent  # measured ~0.37 on 2 cores
+    assert slowest < 2.0, slowest  # no clip ran away repeating itself
 
 
 def test_file_mode_transcript(tiny_transcriber, jfk: np.ndarray) -> None:
