@@ -3,7 +3,15 @@
 streamed at real time as base64 PCM16 24 kHz); compare time to first audio (speech_stopped ->
 first reply audio) against a single session in the same run. Prints JSON.
 
-    .venv/bin/python scripts/bench_server.py --sessions 8 --turns 2
+Two concurrent runs: "synchronized" (all sessions start together, so all stop speaking at the same
+instant: the worst case) and, unless ``--stagger none``, "staggered" (session i starts at an offset
+spread over one turn cycle of the single session, evenly or at seeded random offsets), closer to
+users who do not talk in unison. ``--listen``: each simulated user listens to the whole reply
+(its audio length, at real time) before speaking again; without it a session speaks its next
+turn as soon as the reply has been sent (more load than real users give). ``cpu_busy`` is the
+fraction of all cores busy during a run (/proc/stat, whole machine).
+
+    .venv/bin/python scripts/bench_server.py --sessions 8 --turns 3 [--stagger random --seed 1]
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ import argparse
 import asyncio
 import base64
 import json
+import os
+import random
 import statistics
 import sys
 import tempfile
@@ -42,12 +52,26 @@ def stage_medians(metrics: list[dict]) -> dict[str, float | None]:
     return out
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        vals = [int(x) for x in fh.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return sum(vals) - idle, sum(vals)
+
+
+def busy_since(start: tuple[int, int]) -> float | None:
+    busy, total = cpu_jiffies()
+    return round((busy - start[0]) / (total - start[1]), 2) if total > start[1] else None
+
+
 async def session(url: str, pcm: bytes, turns: int, out: list[float], fails: list[str],
-                  stages: list[dict] | None = None) -> None:
+                  stages: list[dict] | None = None, delay: float = 0.0, listen: bool = False) -> None:
     from websockets.asyncio.client import connect
 
     async with connect(url) as ws:
         await ws.recv()
+        await asyncio.sleep(delay)  # connected, silent until this session's first turn
         for _ in range(turns):
 
             async def feed() -> None:
@@ -57,22 +81,29 @@ async def session(url: str, pcm: bytes, turns: int, out: list[float], fails: lis
                     await asyncio.sleep(0.1)
 
             feeder = asyncio.create_task(feed())
+            reply_s = 0.0
             try:
-                await asyncio.wait_for(_turn(ws, out, fails, stages), timeout=180)
+                reply_s = await asyncio.wait_for(_turn(ws, out, fails, stages), timeout=180)
             except TimeoutError:
                 fails.append("turn timed out")
             feeder.cancel()
+            if listen:
+                await asyncio.sleep(reply_s)
 
 
-async def _turn(ws, out: list[float], fails: list[str], stages: list[dict] | None) -> None:
+async def _turn(ws, out: list[float], fails: list[str], stages: list[dict] | None) -> float:
+    """One turn; returns the reply's audio length (s, PCM16 24 kHz)."""
     stopped = first = None
+    reply_bytes = 0
     while True:
         m = json.loads(await ws.recv())
         t = m["type"]
         if t == "input_audio_buffer.speech_stopped":
             stopped = time.monotonic()
-        elif t == "response.output_audio.delta" and first is None and stopped is not None:
-            first = time.monotonic() - stopped
+        elif t == "response.output_audio.delta":
+            reply_bytes += len(m.get("delta", "")) * 3 // 4
+            if first is None and stopped is not None:
+                first = time.monotonic() - stopped
         elif t == "error":
             fails.append(m["error"]["message"])
         elif t == "voice.metrics":
@@ -83,6 +114,7 @@ async def _turn(ws, out: list[float], fails: list[str], stages: list[dict] | Non
         fails.append("no audio")
     else:
         out.append(first)
+    return reply_bytes / 2 / 24000
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -95,6 +127,8 @@ async def run(args: argparse.Namespace) -> dict:
         cfg = server_config(Path(tmp))
         cfg.llm.max_tokens = args.max_tokens
         cfg.llm.timeout_s = 120.0
+        if args.live_window is not None:
+            cfg.asr.live_window_s = args.live_window
         if args.llm_slots:
             cfg.llm.embedded.parallel = args.llm_slots
         running, shutdown = start_server(cfg)
@@ -104,34 +138,67 @@ async def run(args: argparse.Namespace) -> dict:
             await session(running.url, pcm, 1, [], fails)
             single: list[float] = []
             single_stages: list[dict] = []
-            t0 = time.monotonic()
-            await session(running.url, pcm, args.turns, single, fails, single_stages)
-            t_single = time.monotonic() - t0
+            t0, j0 = time.monotonic(), cpu_jiffies()
+            await session(running.url, pcm, args.turns, single, fails, single_stages, listen=args.listen)
+            t_single, busy_single = time.monotonic() - t0, busy_since(j0)
             many: list[float] = []
             many_stages: list[dict] = []
-            t0 = time.monotonic()
-            await asyncio.gather(*(session(running.url, pcm, args.turns, many, fails, many_stages)
-                                   for _ in range(args.sessions)))
-            t_many = time.monotonic() - t0
+            t0, j0 = time.monotonic(), cpu_jiffies()
+            await asyncio.gather(*(session(running.url, pcm, args.turns, many, fails, many_stages,
+                                           listen=args.listen) for _ in range(args.sessions)))
+            t_many, busy_many = time.monotonic() - t0, busy_since(j0)
+            cycle_s = t_single / max(1, args.turns)
+            offsets = stagger_offsets(args.stagger, args.sessions, cycle_s, args.seed)
+            stag: list[float] = []
+            stag_stages: list[dict] = []
+            t_stag, busy_stag = 0.0, None
+            if offsets is not None:
+                t0, j0 = time.monotonic(), cpu_jiffies()
+                await asyncio.gather(*(session(running.url, pcm, args.turns, stag, fails, stag_stages, delay=d,
+                                               listen=args.listen) for d in offsets))
+                t_stag, busy_stag = time.monotonic() - t0, busy_since(j0)
             slots = cfg.llm.embedded.parallel
         finally:
             shutdown()
-    p95_single, p95_many = pct(single, 0.95), pct(many, 0.95)
+    p95_single, p95_many, p95_stag = pct(single, 0.95), pct(many, 0.95), pct(stag, 0.95)
+
+    def ratio(p95: float | None) -> float | None:
+        return round(p95 / p95_single, 2) if p95_single and p95 else None
+
     return {
         "benchmark": "server_time_to_first_audio",
         "clip": args.clip,
         "llm": "smollm2-135m-instruct", "asr": "whisper-tiny.en", "tts": "piper-joe-medium",
         "single": {"sessions": 1, "turns": len(single), "p50_s": pct(single, 0.5), "p95_s": p95_single,
                    "mean_s": round(statistics.mean(single), 3) if single else None, "wall_s": round(t_single, 1),
-                   "stage_p50_ms": stage_medians(single_stages)},
-        "concurrent": {"sessions": args.sessions, "turns": len(many), "p50_s": pct(many, 0.5), "p95_s": p95_many,
+                   "cpu_busy": busy_single, "stage_p50_ms": stage_medians(single_stages)},
+        "concurrent": {"sessions": args.sessions, "start": "synchronized", "turns": len(many),
+                       "p50_s": pct(many, 0.5), "p95_s": p95_many,
                        "mean_s": round(statistics.mean(many), 3) if many else None, "wall_s": round(t_many, 1),
-                       "stage_p50_ms": stage_medians(many_stages)},
-        "llm_slots": slots, "warmup_turns": 1,
-        "p95_ratio": round(p95_many / p95_single, 2) if p95_single and p95_many else None,
+                       "cpu_busy": busy_many, "stage_p50_ms": stage_medians(many_stages)},
+        "staggered": None if offsets is None else {
+            "sessions": args.sessions, "start": args.stagger, "seed": args.seed, "cycle_s": round(cycle_s, 2),
+            "offsets_s": [round(d, 2) for d in offsets], "turns": len(stag),
+            "p50_s": pct(stag, 0.5), "p95_s": p95_stag,
+            "mean_s": round(statistics.mean(stag), 3) if stag else None, "wall_s": round(t_stag, 1),
+            "cpu_busy": busy_stag, "stage_p50_ms": stage_medians(stag_stages)},
+        "llm_slots": slots, "warmup_turns": 1, "listen": args.listen, "cores": len(os.sched_getaffinity(0)),
+        "asr_live_window_s": cfg.asr.live_window_s,
+        "p95_ratio": ratio(p95_many),
+        "p95_ratio_staggered": ratio(p95_stag),
         "goal_p95_ratio": 2.0,
         "failures": fails,
     }
+
+
+def stagger_offsets(how: str, sessions: int, cycle_s: float, seed: int) -> list[float] | None:
+    """Start offsets (s) of the staggered run, spread over one turn cycle; None = no staggered run."""
+    if how == "none":
+        return None
+    if how == "even":
+        return [i * cycle_s / sessions for i in range(sessions)]
+    rng = random.Random(seed)
+    return sorted(rng.uniform(0.0, cycle_s) for _ in range(sessions))
 
 
 def main() -> int:
@@ -141,6 +208,13 @@ def main() -> int:
     ap.add_argument("--clip", default="ps_goforward.wav")
     ap.add_argument("--max-tokens", type=int, default=30)
     ap.add_argument("--llm-slots", type=int, default=0, help="llm.embedded.parallel (0 = the config's)")
+    ap.add_argument("--stagger", choices=("random", "even", "none"), default="random",
+                    help="also run the sessions with start offsets spread over one turn cycle (default: random)")
+    ap.add_argument("--listen", action="store_true",
+                    help="each user listens to the whole reply (real time) before speaking again")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the random offsets")
+    ap.add_argument("--live-window", type=float, default=None,
+                    help="asr.live_window_s for this run (default: the config's; 30 = stock Whisper)")
     args = ap.parse_args()
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=2))
