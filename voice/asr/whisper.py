@@ -282,17 +282,13 @@ class WhisperTranscriber:
             opts = DecodeOptions(beam_size, opts.without_timestamps, opts.condition_on_previous_text)
         window_s = self.configured_window_s(live) if window_s is None else window_s
         frames = encoder_frames(duration, window_s)
-        kwargs = opts.kwargs()
-        if frames is not None:
-            kwargs["max_new_tokens"] = int(frames / FRAMES_PER_S * MAX_TOKENS_PER_WINDOW_S)
         with loaded.lock:
-            loaded.model.encoder_frames = frames
-            try:
-                segments, info = loaded.model.transcribe(data, language=lang, **kwargs)
-                segs = [Segment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments]
-            finally:
-                loaded.model.encoder_frames = None
-        segs = [s for s in segs if s.text]
+            segs, info = _decode(loaded, data, lang, opts.kwargs(), frames)
+            if frames is not None and not segs:
+                # A short window can push Whisper's no-speech estimate over its threshold (seen
+                # with whisper-base on a 5.6 s German clip): nothing heard -> try the stock window.
+                log.debug("nothing decoded with a %d-frame window; retrying with 30 s", frames)
+                segs, info = _decode(loaded, data, lang, opts.kwargs(), None)
         text = " ".join(s.text for s in segs)
         return Transcript(text=text, segments=segs, language=info.language, **base)
 
@@ -313,6 +309,20 @@ class WhisperTranscriber:
     def configured_window_s(self, live: bool) -> float:
         """The configured encoder window for live turns or files (seconds)."""
         return self.cfg.live_window_s if live else self.cfg.file_window_s
+
+
+def _decode(loaded: LoadedModel, data: np.ndarray, lang: str | None, kwargs: dict[str, Any],
+            frames: int | None) -> tuple[list[Segment], Any]:
+    """One faster-whisper transcription with the encoder on ``frames`` (None = 30 s). Hold the lock."""
+    if frames is not None:
+        kwargs = {**kwargs, "max_new_tokens": int(frames / FRAMES_PER_S * MAX_TOKENS_PER_WINDOW_S)}
+    loaded.model.encoder_frames = frames
+    try:
+        segments, info = loaded.model.transcribe(data, language=lang, **kwargs)
+        segs = [Segment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments]
+    finally:
+        loaded.model.encoder_frames = None
+    return [s for s in segs if s.text], info
 
 
 def get_transcriber(cfg: Config, cache: ModelCache | None = None) -> WhisperTranscriber:
