@@ -21,7 +21,9 @@ DOC = """# The Kestrel Point lighthouse
 The lighthouse on Kestrel Point was painted bright purple in 1987. Its keeper is Marigold
 Fenwick. The light can be seen from forty kilometres away.
 """
-QUESTION = "What color is the lighthouse on Kestrel Point?"
+# Piper samples noise, so each run speaks the question differently; tiny.en misheard "... on
+# Kestrel Point?" in about 1 rendition in 4 and this wording in none of 12.
+QUESTION = "What color was the lighthouse painted?"
 FACT = "purple"
 
 

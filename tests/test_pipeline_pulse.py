@@ -14,13 +14,14 @@ import pytest
 
 from voice.audio.files import write_audio
 from voice.pipeline import events as ev
+from voice.textnorm import edit_distance, normalize
 
 DOC = """# The Kestrel Point lighthouse
 
 The lighthouse on Kestrel Point was painted bright purple in 1987. Its keeper is Marigold
 Fenwick. The light can be seen from forty kilometres away.
 """
-QUESTION = "What color is the lighthouse on Kestrel Point?"
+QUESTION = "What color was the lighthouse painted?"
 LONG_ASK = "Tell me everything about the lighthouse on Kestrel Point, in detail."
 
 pytestmark = [pytest.mark.slow, pytest.mark.audio]
@@ -51,6 +52,13 @@ async def _speech(tts, text: str, path: Path) -> Path:  # type: ignore[no-untype
     audio = np.concatenate([resample(c.audio, c.sample_rate, 16000) async for c in tts.stream(text)])
     write_audio(path, np.concatenate([np.zeros(4000, np.float32), audio]), 16000)
     return path
+
+
+def letter_error_rate(ref: str, hyp: str) -> float:
+    """Edit distance between the letters of ``ref`` and ``hyp`` (spaces, case and punctuation
+    ignored), per letter of ``ref``."""
+    r, h = (list(normalize(t).replace(" ", "")) for t in (ref, hyp))
+    return edit_distance(r, h) / len(r)
 
 
 def _conversation(cfg, st, sink):  # type: ignore[no-untyped-def]
@@ -96,8 +104,12 @@ def test_spoken_question_through_virtual_devices(stack, pulse_devices, tmp_path:
 
     audio, seen = loop.run_until_complete(go())
     assert not [e for e in seen if isinstance(e, ev.Error)], seen
-    heard_q = next(e for e in seen if isinstance(e, ev.TranscriptFinal)).text.lower()
-    assert "lighthouse" in heard_q.replace(" ", ""), heard_q  # tiny.en: "light house" at times
+    heard_q = next(e for e in seen if isinstance(e, ev.TranscriptFinal)).text
+    # The question came through. Compare letters, not words: tiny.en hears "light house" at times.
+    # (Piper samples noise, so every run speaks the question a little differently; "... on
+    # Kestrel Point?" was misheard in about 1 run in 4, this wording in none of 12, letter error
+    # at most 0.13.)
+    assert letter_error_rate(QUESTION, heard_q) <= 0.25, heard_q
     answer = next(e for e in seen if isinstance(e, ev.LlmDone)).text
     assert "purple" in answer.lower(), answer
     m = next(e for e in seen if isinstance(e, ev.TurnMetrics))
