@@ -51,6 +51,21 @@ def test_short_blip_is_not_speech():
     assert sm.state is VadState.QUIET
 
 
+def test_short_dips_while_starting_pause_the_count():
+    # words of 2 speech frames with 1-2 frame gaps (min_speech 3 frames, start_gap 96 ms = 3 frames)
+    sm = VadStateMachine(small_cfg(start_gap_ms=96))
+    ev = run(sm, [0.1] * 3 + [0.9, 0.9, 0.1, 0.1, 0.9, 0.9] + [0.1] * 20)
+    assert kinds(ev)[:1] == ["SpeechStarted"]
+    assert ev[0][0] == 7 and ev[0][1].t == 3 * F  # confirmed on the third speech frame, dated at the first
+
+
+def test_a_dip_longer_than_start_gap_starts_over():
+    sm = VadStateMachine(small_cfg(start_gap_ms=64))
+    assert run(sm, [0.9, 0.9] + [0.1] * 3 + [0.9] + [0.1] * 20) == []
+    sm = VadStateMachine(small_cfg(start_gap_ms=0))
+    assert run(sm, [0.9, 0.9, 0.1, 0.9] + [0.1] * 20) == []
+
+
 def test_speech_start_after_min_speech_is_dated_at_first_frame():
     sm = VadStateMachine(small_cfg())
     ev = run(sm, [0.1] * 5 + [0.9] * 10)
@@ -72,8 +87,8 @@ def test_hysteresis_between_thresholds():
 
 
 def test_false_start_drops_back_to_quiet():
-    sm = VadStateMachine(small_cfg())
-    assert run(sm, [0.9, 0.9, 0.1, 0.9, 0.9, 0.1]) == []
+    sm = VadStateMachine(small_cfg())  # start_gap 96 ms: a 4-frame dip starts over
+    assert run(sm, [0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1]) == []
     assert sm.state is VadState.QUIET
 
 

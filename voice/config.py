@@ -58,6 +58,10 @@ class VadConfig:
     neg_threshold: float | None = None
     #: Speech must last this long before a turn starts (ms).
     min_speech_ms: int = 250
+    #: While a start is being confirmed, dips below neg_threshold this short (ms) pause the count
+    #: instead of starting over: the gaps between short words, and word edges that echo
+    #: cancellation clips when the user talks over the assistant. 0 = any dip starts over.
+    start_gap_ms: int = 96
     #: Silence hang-over: speech ends after this much silence (ms).
     min_silence_ms: int = 600
     #: Audio kept from before the detected start (ms).
@@ -253,6 +257,10 @@ class PipelineConfig:
     speak: bool = True
     #: Let the user interrupt the assistant by speaking.
     barge_in: bool = True
+    #: While an answer is under way, speech must last this long (ms, instead of
+    #: vad.min_speech_ms) to interrupt it: a cough, a short "mm-hm" or a burst of echo residual
+    #: does not cut the assistant off. The stop itself still follows the decision at once.
+    barge_in_min_speech_ms: int = 400
     #: Headphones: the microphone stays open while the assistant speaks.
     headphones: bool = False
     #: End of turn by VAD ("vad") or push-to-talk ("ptt").

@@ -149,7 +149,8 @@ class VadStateMachine:
 
     - QUIET -> STARTING when p >= threshold.
     - STARTING -> SPEAKING (``SpeechStarted`` at the first frame) once frames with
-      p >= neg_threshold have lasted min_speech_ms; back to QUIET on p < neg_threshold.
+      p >= neg_threshold have lasted min_speech_ms; back to QUIET when p < neg_threshold for
+      longer than start_gap_ms (shorter dips pause the count).
     - SPEAKING -> STOPPING (``SilenceStarted``) on p < neg_threshold.
     - STOPPING -> SPEAKING (``SpeechResumed``) on p >= threshold; values in between keep the
       hang-over running. After min_silence_ms of it: ``SpeechEnded`` at the silence start.
@@ -162,7 +163,9 @@ class VadStateMachine:
         self.threshold = cfg.threshold
         neg = cfg.neg_threshold if cfg.neg_threshold is not None else cfg.threshold - 0.15
         self.neg_threshold = max(0.01, min(neg, cfg.threshold))
+        self.frame_ms = frame_ms
         self.min_speech_frames = max(1, round(cfg.min_speech_ms / frame_ms))
+        self.start_gap_frames = max(0, int(cfg.start_gap_ms / frame_ms))
         self.min_silence_frames = max(1, round(cfg.min_silence_ms / frame_ms))
         self.max_frames = max(self.min_speech_frames + 1, int(cfg.max_speech_s * 1000 / frame_ms))
         self.reset()
@@ -173,6 +176,15 @@ class VadStateMachine:
         self.start_frame = 0  # first speech frame of the current (or starting) utterance
         self.silence_frame = 0  # first silent frame of the hang-over
         self._run = 0
+        self._gap = 0
+
+    def set_min_speech_ms(self, ms: float) -> None:
+        """Change how long speech must last to start (takes effect on the next frame)."""
+        self.min_speech_frames = max(1, round(ms / self.frame_ms))
+
+    def starting_frames(self) -> int:
+        """At most how many frames a start can span (speech plus the dips allowed in it)."""
+        return self.min_speech_frames * (1 + self.start_gap_frames)
 
     @property
     def in_utterance(self) -> bool:
@@ -190,14 +202,17 @@ class VadStateMachine:
         out: list[VadEvent] = []
         if st is VadState.QUIET:
             if p >= self.threshold:
-                self.state, self.start_frame, self._run = VadState.STARTING, i, 1
+                self.state, self.start_frame, self._run, self._gap = VadState.STARTING, i, 1, 0
                 if self._run >= self.min_speech_frames:
                     self.state = VadState.SPEAKING
                     out.append(SpeechStarted(self.t(i)))
         elif st is VadState.STARTING:
             if p < self.neg_threshold:
-                self.state = VadState.QUIET
+                self._gap += 1
+                if self._gap > self.start_gap_frames:
+                    self.state = VadState.QUIET
             else:
+                self._gap = 0
                 self._run += 1
                 if self._run >= self.min_speech_frames:
                     self.state = VadState.SPEAKING
@@ -250,12 +265,20 @@ class Endpointer:
         self.vad = vad or SileroVad()
         self.sm = VadStateMachine(cfg, frame_ms=FRAME_SAMPLES * 1000 / SAMPLE_RATE)
         self.pre_roll_frames = max(0, round(cfg.pre_roll_ms * SAMPLE_RATE / 1000 / FRAME_SAMPLES))
-        history = self.pre_roll_frames + self.sm.min_speech_frames + 2
-        self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=history)
+        self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=self._history_len())
         self._utt: list[np.ndarray] = []
         self._utt_first = 0  # frame index of self._utt[0]
         self._pending = _empty()
         self.last_prob = 0.0
+
+    def _history_len(self) -> int:
+        return self.pre_roll_frames + self.sm.starting_frames() + 2
+
+    def set_min_speech_ms(self, ms: float) -> None:
+        """How long speech must last to start an utterance, from the next frame on."""
+        self.sm.set_min_speech_ms(ms)
+        if self._history_len() > (self._history.maxlen or 0):
+            self._history = deque(self._history, maxlen=self._history_len())
 
     def reset(self) -> None:
         """Start a new stream (VAD state, buffers and the clock)."""
