@@ -251,6 +251,24 @@ async def test_barge_in_clears_sink_and_keeps_only_played_text(cfg) -> None:  # 
     await conv.aclose()
 
 
+async def test_interrupting_takes_longer_speech_than_starting_a_turn(cfg) -> None:  # type: ignore[no-untyped-def]
+    cfg.pipeline.headphones = True
+    cfg.vad.min_speech_ms, cfg.pipeline.barge_in_min_speech_ms = 256, 416
+    conv, _, _, _, seen = make(cfg)
+    conv._endpointer = None  # noqa: SLF001 - the real Endpointer (Silero), made on first use
+    silence = np.zeros(512, np.float32)
+    conv.process_frame(silence)
+    assert conv.endpointer.sm.min_speech_frames == 8  # 256 ms of 32 ms frames
+    tid = await conv.submit_text("tell me something")
+    await until(lambda: any(isinstance(e, ev.PlaybackStarted) for e in seen))
+    conv.process_frame(silence)
+    assert conv.endpointer.sm.min_speech_frames == 13  # 416 ms while the answer plays
+    await conv.wait_turn(tid)
+    conv.process_frame(silence)
+    assert conv.endpointer.sm.min_speech_frames == 8
+    await conv.aclose()
+
+
 async def test_stale_turn_output_is_dropped_on_new_text(cfg) -> None:  # type: ignore[no-untyped-def]
     conv, chain, _, sink, seen = make(cfg)
     chain.delay_s = 0.05
@@ -301,6 +319,9 @@ async def test_mic_ignored_while_speaking_without_headphones(cfg) -> None:  # ty
         def reset(self) -> None:
             fed.append(-1)
 
+        def set_min_speech_ms(self, ms: float) -> None:
+            pass
+
         def flush(self) -> list[object]:
             return []
 
@@ -346,6 +367,9 @@ async def test_run_over_frames_holds_while_busy(cfg) -> None:  # type: ignore[no
 
         def reset(self) -> None:
             self.on = False
+
+        def set_min_speech_ms(self, ms: float) -> None:
+            pass
 
         def flush(self) -> list[object]:
             return []

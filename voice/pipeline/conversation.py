@@ -58,6 +58,18 @@ class Chain(Protocol):
     def commit_assistant(self, turn_id: int, spoken_text: str) -> Any: ...
 
 
+class VadEndpointer(Protocol):
+    """What the conversation needs of an endpointer (voice.audio.vad.Endpointer is one)."""
+
+    def process(self, chunk: np.ndarray) -> list[Any]: ...
+
+    def flush(self) -> list[Any]: ...
+
+    def reset(self) -> None: ...
+
+    def set_min_speech_ms(self, ms: float) -> None: ...
+
+
 class EventStream:
     """A bounded subscription to conversation events (oldest dropped when full, counted)."""
 
@@ -128,7 +140,7 @@ class Conversation:
         chain: Chain,
         tts: TTSEngine | None = None,
         sink: AudioSink | None = None,
-        endpointer: Any | None = None,
+        endpointer: VadEndpointer | None = None,
         voice: str | None = None,
         echo: Any | None = None,
     ) -> None:
@@ -208,7 +220,7 @@ class Conversation:
     # ------------------------------------------------------------------ properties
 
     @property
-    def endpointer(self) -> Any:
+    def endpointer(self) -> VadEndpointer:
         if self._endpointer is None:
             from voice.audio.vad import Endpointer
 
@@ -322,6 +334,9 @@ class Conversation:
             while self._manual_samples > limit and len(self._manual_buf) > 1:
                 self._manual_samples -= self._manual_buf.pop(0).shape[0]
             return
+        answering = self._response is not None
+        self.endpointer.set_min_speech_ms(
+            self.pcfg.barge_in_min_speech_ms if answering else self.cfg.vad.min_speech_ms)
         for vad_event in self.endpointer.process(audio):
             self._on_vad(vad_event)
 

@@ -50,6 +50,9 @@ class _SwitchableEndpointer:
     def reset(self) -> None:
         self.inner.reset()
 
+    def set_min_speech_ms(self, ms: float) -> None:
+        self.inner.set_min_speech_ms(ms)
+
 
 class RealtimeSession:
     def __init__(self, ws: ServerConnection, resources: ServerResources, cfg: Config, metrics: ServerMetrics,
