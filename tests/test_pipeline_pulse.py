@@ -119,6 +119,94 @@ def test_spoken_question_through_virtual_devices(stack, pulse_devices, tmp_path:
     assert "purple" in heard, heard
 
 
+def test_barge_in_with_headphones_stops_output_within_150ms(stack, pulse_devices, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Headphones mode: the assistant plays into a second null sink (the headphones) that the
+    microphone does not hear; the user talks over it into the room. The output stops within
+    150 ms of the VAD's decision, and memory keeps only what was played.
+
+    The stop is measured in a recording of the headphones (their sink's monitor): the arrival
+    time of the frame holding the assistant's last sample, minus the BargeIn event's time. A
+    frame arrives after it was captured, so the figure errs late (capture latency included)."""
+    from tests.helpers.pulse import routed_to
+
+    cfg, st, loop = stack
+    cfg.pipeline.headphones = True
+    phones = pulse_devices.add_sink("voice_test_headphones")
+
+    async def go():  # type: ignore[no-untyped-def]
+        from voice.audio.io import Microphone, Speaker
+
+        interrupt = await _speech(st.tts, "Stop, please wait.", tmp_path / "stop.wav")
+        seen: list[ev.Event] = []
+        heard: list[tuple[float, np.ndarray]] = []
+        marks: dict[str, float] = {}
+        with routed_to(sink=phones):
+            spk = Speaker(pulse_devices.output_device, st.tts.sample_rate)
+            await spk.__aenter__()
+        with routed_to(source=f"{phones}.monitor"):
+            ears = Microphone(pulse_devices.input_device)
+            ears.open()
+        try:
+            async with Microphone(pulse_devices.input_device) as mic:
+                conv = _conversation(cfg, st, spk)
+                conv.add_listener(seen.append)
+
+                async def listen() -> None:
+                    async for f in ears:
+                        heard.append((time.monotonic(), f))
+
+                ears_task = asyncio.create_task(listen())
+                run = asyncio.create_task(conv.run(mic))
+                tid = await conv.submit_text(LONG_ASK)
+                deadline = time.monotonic() + 240
+                while not any(isinstance(e, ev.PlaybackStarted) for e in seen):
+                    assert time.monotonic() < deadline, [e.type for e in seen]
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(1.0)
+                marks["player"] = time.monotonic()
+                pulse_devices.start_player(interrupt)
+                while not any(isinstance(e, ev.BargeIn) for e in seen):
+                    assert time.monotonic() < deadline, [e.type for e in seen]
+                    assert not any(isinstance(e, ev.PlaybackDone) for e in seen), "answer ended first"
+                    await asyncio.sleep(0.005)
+                await conv.wait_turn(tid)
+                while not any(isinstance(e, ev.TranscriptFinal) and e.turn_id > tid for e in seen):
+                    assert time.monotonic() < deadline, [e.type for e in seen]
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.5)
+                spoken = st.chain.memory._find(tid).assistant  # noqa: SLF001
+                run.cancel()
+                ears_task.cancel()
+                await asyncio.gather(run, ears_task, return_exceptions=True)
+                await conv.aclose()
+        finally:
+            ears.close()
+            await spk.__aexit__(None, None, None)
+        return seen, heard, marks, tid, spoken
+
+    try:
+        seen, heard, marks, tid, spoken = loop.run_until_complete(go())
+    finally:
+        cfg.pipeline.headphones = False
+    barge = next(e for e in seen if isinstance(e, ev.BargeIn))
+    assert barge.turn_id == tid
+    # the VAD fired on the interruption (0.25 s of silence, then 0.4 s of speech to interrupt)
+    assert barge.t - marks["player"] >= 0.5, barge.t - marks["player"]
+    said = next(e.text for e in seen if isinstance(e, ev.TranscriptFinal) and e.turn_id > tid).lower()
+    assert any(w in said for w in ("stop", "please", "wait")), said
+    loud = [t for t, f in heard if np.abs(f).max() > 1e-3]
+    assert loud and loud[0] < barge.t, "the answer was not heard in the headphones"
+    stop_s = loud[-1] - barge.t
+    print(f"barge-in (headphones): the last answer sample reached the headphones' monitor "
+          f"{stop_s * 1000:.0f} ms after the VAD's decision ({barge.t - marks['player']:.2f} s after "
+          "the interruption was started)")
+    assert stop_s <= 0.150, stop_s
+    full = next((e.text for e in seen if isinstance(e, ev.LlmDone) and e.turn_id == tid), None)
+    assert spoken == barge.played_text
+    assert spoken and (full is None or len(spoken) < len(full))
+    assert " ".join((full or spoken).split()).startswith(" ".join(spoken.split())[:20])
+
+
 class TapSink:
     """The real Speaker, plus a copy of everything written to it (to find it in the room)."""
 
@@ -162,8 +250,10 @@ def stop_point(room: np.ndarray, sent: np.ndarray, probe_s: float = 1.0) -> tupl
 
 
 @pytest.mark.xfail(
-    reason="about 1 run in 3: the assistant barges in on its own voice (echo residual) or the answer "
-    "ends before the interruption; the stop latency measured 33-124 ms when the VAD fired on the interruption",
+    reason="loudspeakers + AEC3 on this 2-core machine pass about 1 run in 3 (2 of 6, 2026-11-28): AEC3 "
+    "suppresses the interrupting voice when it is as loud as the echo (the null sink mixes both at full "
+    "level), so the VAD never confirms it and the answer plays out; less often residual echo starts a "
+    "barge-in. Headphones mode is tested reliably above.",
     strict=False,
 )
 def test_barge_in_stops_output_within_150ms(stack, pulse_devices, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -179,12 +179,40 @@ class PulseDevices:
 
         await play(audio, sample_rate, device=self.output_device)
 
+    def add_sink(self, name: str) -> str:
+        """A second null sink (e.g. headphones the microphone does not hear); returns its name.
+        Open a stream on it with :func:`routed_to` around the open."""
+        r = subprocess.run(["pactl", "list", "short", "sinks"], env={**os.environ, **self.server.env},
+                           capture_output=True, text=True, timeout=10)
+        if name not in r.stdout:
+            subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={name}",
+                            f"rate={self.server.rate}"], env={**os.environ, **self.server.env},
+                           check=True, capture_output=True, timeout=10)
+        return name
+
     def start_player(self, wav: str | Path) -> subprocess.Popen[bytes]:
         """Start ``paplay`` of a WAV file into the virtual mic, as a separate process."""
         p = subprocess.Popen(["paplay", f"--device={self.sink}", str(wav)],
                              env={**os.environ, **self.server.env})
         self.players.append(p)
         return p
+
+
+@contextlib.contextmanager
+def routed_to(sink: str | None = None, source: str | None = None) -> Iterator[None]:
+    """Streams opened inside go to ``sink`` / read from ``source`` (libpulse reads PULSE_SINK
+    and PULSE_SOURCE when a stream's context is made, i.e. at open)."""
+    want = {k: v for k, v in (("PULSE_SINK", sink), ("PULSE_SOURCE", source)) if v}
+    saved = {k: os.environ.get(k) for k in want}
+    os.environ.update(want)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
