@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,26 @@ def test_spoken_question_through_virtual_devices(stack, pulse_devices, tmp_path:
     assert "purple" in heard, heard
 
 
+async def _talk_over_answer(conv, seen: list[ev.Event], pulse_devices, interrupt: Path,  # type: ignore[no-untyped-def]
+                            mark: Callable[[], None]) -> int:
+    """Ask LONG_ASK, let the answer play for 1 s, ``mark()``, start the interruption playing into
+    the room, and wait for the barge-in. Returns the answer's turn id."""
+    tid: int = await conv.submit_text(LONG_ASK)
+    deadline = time.monotonic() + 240
+    while not any(isinstance(e, ev.PlaybackStarted) for e in seen):
+        assert time.monotonic() < deadline, [e.type for e in seen]
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(1.0)
+    assert not any(isinstance(e, ev.BargeIn) for e in seen), "barged in on its own voice"
+    mark()
+    pulse_devices.start_player(interrupt)
+    while not any(isinstance(e, ev.BargeIn) for e in seen):
+        assert time.monotonic() < deadline, [e.type for e in seen]
+        assert not any(isinstance(e, ev.PlaybackDone) for e in seen), "answer ended first"
+        await asyncio.sleep(0.005)
+    return tid
+
+
 def test_barge_in_with_headphones_stops_output_within_150ms(stack, pulse_devices, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Headphones mode: the assistant plays into a second null sink (the headphones) that the
     microphone does not hear; the user talks over it into the room. The output stops within
@@ -157,18 +178,9 @@ def test_barge_in_with_headphones_stops_output_within_150ms(stack, pulse_devices
 
                 ears_task = asyncio.create_task(listen())
                 run = asyncio.create_task(conv.run(mic))
-                tid = await conv.submit_text(LONG_ASK)
-                deadline = time.monotonic() + 240
-                while not any(isinstance(e, ev.PlaybackStarted) for e in seen):
-                    assert time.monotonic() < deadline, [e.type for e in seen]
-                    await asyncio.sleep(0.02)
-                await asyncio.sleep(1.0)
-                marks["player"] = time.monotonic()
-                pulse_devices.start_player(interrupt)
-                while not any(isinstance(e, ev.BargeIn) for e in seen):
-                    assert time.monotonic() < deadline, [e.type for e in seen]
-                    assert not any(isinstance(e, ev.PlaybackDone) for e in seen), "answer ended first"
-                    await asyncio.sleep(0.005)
+                tid = await _talk_over_answer(conv, seen, pulse_devices, interrupt,
+                                              lambda: marks.__setitem__("player", time.monotonic()))
+                deadline = time.monotonic() + 60
                 await conv.wait_turn(tid)
                 while not any(isinstance(e, ev.TranscriptFinal) and e.turn_id > tid for e in seen):
                     assert time.monotonic() < deadline, [e.type for e in seen]
@@ -299,19 +311,9 @@ def test_barge_in_stops_output_within_150ms(stack, pulse_devices, tmp_path: Path
                     yield f
 
             run = asyncio.create_task(conv.run(tap()))
-            tid = await conv.submit_text(LONG_ASK)
-            deadline = time.monotonic() + 240
-            while not any(isinstance(e, ev.PlaybackStarted) for e in seen):
-                assert time.monotonic() < deadline, [e.type for e in seen]
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(1.0)
-            assert not any(isinstance(e, ev.BargeIn) for e in seen), "barged in on its own voice"
-            marks["player"] = sum(f.shape[0] for f in room)
-            pulse_devices.start_player(interrupt)
-            while not any(isinstance(e, ev.BargeIn) for e in seen):
-                assert time.monotonic() < deadline, [e.type for e in seen]
-                assert not any(isinstance(e, ev.PlaybackDone) for e in seen), "answer ended first"
-                await asyncio.sleep(0.005)
+            tid = await _talk_over_answer(conv, seen, pulse_devices, interrupt,
+                                          lambda: marks.__setitem__("player", sum(f.shape[0] for f in room)))
+            deadline = time.monotonic() + 60
             p0 = spk.played_samples
             await asyncio.sleep(1.0)
             p1 = spk.played_samples

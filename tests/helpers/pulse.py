@@ -199,12 +199,10 @@ class PulseDevices:
 
 
 @contextlib.contextmanager
-def routed_to(sink: str | None = None, source: str | None = None) -> Iterator[None]:
-    """Streams opened inside go to ``sink`` / read from ``source`` (libpulse reads PULSE_SINK
-    and PULSE_SOURCE when a stream's context is made, i.e. at open)."""
-    want = {k: v for k, v in (("PULSE_SINK", sink), ("PULSE_SOURCE", source)) if v}
-    saved = {k: os.environ.get(k) for k in want}
-    os.environ.update(want)
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables; restore them on exit."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -216,20 +214,22 @@ def routed_to(sink: str | None = None, source: str | None = None) -> Iterator[No
 
 
 @contextlib.contextmanager
+def routed_to(sink: str | None = None, source: str | None = None) -> Iterator[None]:
+    """Streams opened inside go to ``sink`` / read from ``source`` (libpulse reads PULSE_SINK
+    and PULSE_SOURCE when a stream's context is made, i.e. at open)."""
+    with _environ({k: v for k, v in (("PULSE_SINK", sink), ("PULSE_SOURCE", source)) if v}):
+        yield
+
+
+@contextlib.contextmanager
 def pulse_environment(server: PulseServer) -> Iterator[None]:
     """Point this process (libpulse, sounddevice) at ``server``; restore on exit."""
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    reinit_portaudio()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with _environ(server.env):
         reinit_portaudio()
+        try:
+            yield
+        finally:
+            reinit_portaudio()
 
 
 @pytest.fixture(scope="session")
