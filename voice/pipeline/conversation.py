@@ -173,8 +173,7 @@ class Conversation:
         self._done: dict[int, asyncio.Future[None]] = {}
         self._out_pos = 0
         self._echo_pos = 0
-        self._gate_until = 0.0
-        self._echo_until = 0.0
+        self._audible_until = 0.0
         self._echo_gate: Any = None
         self._gated = False
         self._manual_buf: list[np.ndarray] = []
@@ -272,12 +271,15 @@ class Conversation:
         if muted:
             self._reset_input()
 
-    def _echo_window(self) -> bool:
-        """The assistant's voice may be in the microphone now (playing, or its tail)."""
+    def _assistant_audible(self) -> bool:
+        """The assistant's voice may be in the microphone now: it is playing, or stopped less
+        than echo_tail_ms ago (what the device and the room still hold, or a gap between two
+        sentences)."""
+        now = time.monotonic()
         if self.speaking:
-            self._echo_until = time.monotonic() + self.pcfg.echo_tail_ms / 1000.0
+            self._audible_until = max(self._audible_until, now + self.pcfg.echo_tail_ms / 1000.0)
             return True
-        return time.monotonic() < self._echo_until
+        return now < self._audible_until
 
     def _mic_open(self) -> bool:
         if self.muted or self._closed:
@@ -286,14 +288,8 @@ class Conversation:
             return False
         if self.pcfg.headphones or self.echo is not None or not self.echo_path:
             return True
-        # No echo protection: the speaker's sound would come back as "user speech". The gate
-        # stays shut echo_tail_ms past the last moment seen speaking: what the device and the
-        # room still hold (and a gap between two sentences) must not open it.
-        now = time.monotonic()
-        if self.speaking:
-            self._gate_until = max(self._gate_until, now + self.pcfg.echo_tail_ms / 1000.0)
-            return False
-        return now >= self._gate_until
+        # No echo protection: the speaker's sound would come back as "user speech".
+        return not self._assistant_audible()
 
     def _reset_input(self) -> None:
         if self._endpointer is not None:
@@ -320,7 +316,7 @@ class Conversation:
                     from voice.pipeline.echo import ResidualEchoGate
 
                     self._echo_gate = ResidualEchoGate(self.pcfg.echo_suppress_db)
-                audio = self._echo_gate.process(raw, audio, self._echo_window())
+                audio = self._echo_gate.process(raw, audio, self._assistant_audible())
         if not self._mic_open():
             self._gated = True
             return
@@ -557,7 +553,7 @@ class Conversation:
         if self._response is resp:
             self._response = None
         self._notify()
-        self._gate_until = time.monotonic() + self.pcfg.echo_tail_ms / 1000.0
+        self._audible_until = time.monotonic() + self.pcfg.echo_tail_ms / 1000.0
         self._emit(resp.timer.to_event())
         self._set_status("listening", tid)
         self._end_turn(tid)
@@ -714,7 +710,7 @@ class Conversation:
         resp.timer.cancelled = True
         resp.timer.mark("done", time.monotonic())
         self._emit(resp.timer.to_event())
-        self._gate_until = 0.0
+        self._audible_until = 0.0
         # commit once the LLM stream is closed (the chain records the full answer on close)
         self._commit_task = self._spawn(self._commit_after(resp, spoken), pending=True)
         return spoken
