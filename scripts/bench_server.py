@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -136,59 +137,62 @@ async def run(args: argparse.Namespace) -> dict:
             fails: list[str] = []
             # one warm-up turn (not counted): first requests pay one-off costs (caches, allocations)
             await session(running.url, pcm, 1, [], fails)
-            single: list[float] = []
-            single_stages: list[dict] = []
-            t0, j0 = time.monotonic(), cpu_jiffies()
-            await session(running.url, pcm, args.turns, single, fails, single_stages, listen=args.listen)
-            t_single, busy_single = time.monotonic() - t0, busy_since(j0)
-            many: list[float] = []
-            many_stages: list[dict] = []
-            t0, j0 = time.monotonic(), cpu_jiffies()
-            await asyncio.gather(*(session(running.url, pcm, args.turns, many, fails, many_stages,
-                                           listen=args.listen) for _ in range(args.sessions)))
-            t_many, busy_many = time.monotonic() - t0, busy_since(j0)
-            cycle_s = t_single / max(1, args.turns)
-            offsets = stagger_offsets(args.stagger, args.sessions, cycle_s, args.seed)
-            stag: list[float] = []
-            stag_stages: list[dict] = []
-            t_stag, busy_stag = 0.0, None
-            if offsets is not None:
+
+            async def measure(delays: list[float]) -> Run:
+                """One session per delay, all started now; each waits its delay, then speaks."""
+                r = Run()
                 t0, j0 = time.monotonic(), cpu_jiffies()
-                await asyncio.gather(*(session(running.url, pcm, args.turns, stag, fails, stag_stages, delay=d,
-                                               listen=args.listen) for d in offsets))
-                t_stag, busy_stag = time.monotonic() - t0, busy_since(j0)
+                await asyncio.gather(*(session(running.url, pcm, args.turns, r.first_audio, fails, r.stages,
+                                               delay=d, listen=args.listen) for d in delays))
+                r.wall_s, r.cpu_busy = time.monotonic() - t0, busy_since(j0)
+                return r
+
+            single = await measure([0.0])
+            many = await measure([0.0] * args.sessions)
+            cycle_s = single.wall_s / max(1, args.turns)
+            offsets = stagger_offsets(args.stagger, args.sessions, cycle_s, args.seed)
+            stag = await measure(offsets) if offsets is not None else None
             slots = cfg.llm.embedded.parallel
         finally:
             shutdown()
-    p95_single, p95_many, p95_stag = pct(single, 0.95), pct(many, 0.95), pct(stag, 0.95)
+    p95_single = pct(single.first_audio, 0.95)
 
-    def ratio(p95: float | None) -> float | None:
+    def ratio(r: Run | None) -> float | None:
+        p95 = pct(r.first_audio, 0.95) if r is not None else None
         return round(p95 / p95_single, 2) if p95_single and p95 else None
 
     return {
         "benchmark": "server_time_to_first_audio",
         "clip": args.clip,
         "llm": "smollm2-135m-instruct", "asr": "whisper-tiny.en", "tts": "piper-joe-medium",
-        "single": {"sessions": 1, "turns": len(single), "p50_s": pct(single, 0.5), "p95_s": p95_single,
-                   "mean_s": round(statistics.mean(single), 3) if single else None, "wall_s": round(t_single, 1),
-                   "cpu_busy": busy_single, "stage_p50_ms": stage_medians(single_stages)},
-        "concurrent": {"sessions": args.sessions, "start": "synchronized", "turns": len(many),
-                       "p50_s": pct(many, 0.5), "p95_s": p95_many,
-                       "mean_s": round(statistics.mean(many), 3) if many else None, "wall_s": round(t_many, 1),
-                       "cpu_busy": busy_many, "stage_p50_ms": stage_medians(many_stages)},
-        "staggered": None if offsets is None else {
+        "single": {"sessions": 1, **single.summary()},
+        "concurrent": {"sessions": args.sessions, "start": "synchronized", **many.summary()},
+        "staggered": None if offsets is None or stag is None else {
             "sessions": args.sessions, "start": args.stagger, "seed": args.seed, "cycle_s": round(cycle_s, 2),
-            "offsets_s": [round(d, 2) for d in offsets], "turns": len(stag),
-            "p50_s": pct(stag, 0.5), "p95_s": p95_stag,
-            "mean_s": round(statistics.mean(stag), 3) if stag else None, "wall_s": round(t_stag, 1),
-            "cpu_busy": busy_stag, "stage_p50_ms": stage_medians(stag_stages)},
+            "offsets_s": [round(d, 2) for d in offsets], **stag.summary()},
         "llm_slots": slots, "warmup_turns": 1, "listen": args.listen, "cores": len(os.sched_getaffinity(0)),
         "asr_live_window_s": cfg.asr.live_window_s,
-        "p95_ratio": ratio(p95_many),
-        "p95_ratio_staggered": ratio(p95_stag),
+        "p95_ratio": ratio(many),
+        "p95_ratio_staggered": ratio(stag),
         "goal_p95_ratio": 2.0,
         "failures": fails,
     }
+
+
+@dataclass
+class Run:
+    """One measured run: time to first audio of every turn, stage metrics, wall time, CPU use."""
+
+    first_audio: list[float] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+    cpu_busy: float | None = None
+
+    def summary(self) -> dict:
+        fa = self.first_audio
+        return {"turns": len(fa), "p50_s": pct(fa, 0.5), "p95_s": pct(fa, 0.95),
+                "mean_s": round(statistics.mean(fa), 3) if fa else None, "wall_s": round(self.wall_s, 1),
+                "cpu_busy": self.cpu_busy, "stage_p50_ms": stage_medians(self.stages)}
 
 
 def stagger_offsets(how: str, sessions: int, cycle_s: float, seed: int) -> list[float] | None:
