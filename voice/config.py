@@ -8,6 +8,7 @@ between levels: ``VOICE_ASR__MODEL=whisper-base``, ``VOICE_TTS__PIPER__LENGTH_SC
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -20,6 +21,14 @@ from typing import Any, Literal
 from voice.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+ComputeType = Literal["default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+                      "float16", "bfloat16", "float32"]
+#: Must match voice.tts.base.ENGINES, voice.llm.backends.PRESETS and voice.llm.tools.BUILTIN_TOOLS
+#: (tests/test_config.py checks).
+TtsEngine = Literal["piper", "chattts", "chatterbox"]
+LlmBackend = Literal["embedded", "ollama", "llamacpp", "vllm", "openai", "gemini"]
+LlmTool = Literal["current_time", "search_knowledge"]
 
 ENV_PREFIX = "VOICE_"
 
@@ -30,8 +39,8 @@ class GeneralConfig:
     data_dir: str | None = None
     #: Where assembled model files are cached. Default: $XDG_CACHE_HOME/voice.
     cache_dir: str | None = None
-    #: Logging level: debug, info, warning, error.
-    log_level: str = "warning"
+    #: Logging level: debug, info, warning or error.
+    log_level: LogLevel = "warning"
     #: Allow model downloads from a hub when a model is not installed locally.
     allow_download: bool = False
 
@@ -42,32 +51,33 @@ class AudioConfig:
     input_device: str | None = None
     #: Speaker by name (substring) or index; None = the system default.
     output_device: str | None = None
-    #: Sample rate the pipeline works in (VAD and ASR want 16000).
-    sample_rate: int = 16000
-    #: Frame length in milliseconds delivered by the microphone stream.
-    frame_ms: int = 32
-    #: Frames buffered between the microphone callback and the pipeline before dropping.
-    max_queued_frames: int = 256
+    #: Sample rate the pipeline works in (VAD and ASR want 16000); 8000 to 48000.
+    sample_rate: int = field(default=16000, metadata={"range": (8000, 48000)})
+    #: Frame length in milliseconds delivered by the microphone stream; 10 to 100.
+    frame_ms: int = field(default=32, metadata={"range": (10, 100)})
+    #: Frames buffered between the microphone callback and the pipeline before dropping; 1 to 100000.
+    max_queued_frames: int = field(default=256, metadata={"range": (1, 100000)})
 
 
 @dataclass
 class VadConfig:
-    #: Speech probability at or above which a frame counts as speech.
-    threshold: float = 0.5
-    #: Probability below which a frame counts as silence (hysteresis); None = threshold - 0.15.
-    neg_threshold: float | None = None
-    #: Speech must last this long before a turn starts (ms).
-    min_speech_ms: int = 250
+    #: Speech probability at or above which a frame counts as speech; 0 to 1.
+    threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    #: Probability below which a frame counts as silence (hysteresis); 0 to vad.threshold;
+    #: None = threshold - 0.15.
+    neg_threshold: float | None = field(default=None, metadata={"range": (0.0, 1.0)})
+    #: Speech must last this long before a turn starts (ms); 0 to 10000.
+    min_speech_ms: int = field(default=250, metadata={"range": (0, 10000)})
     #: While a start is being confirmed, dips below neg_threshold this short (ms) pause the count
     #: instead of starting over: the gaps between short words, and word edges that echo
-    #: cancellation clips when the user talks over the assistant. 0 = any dip starts over.
-    start_gap_ms: int = 96
-    #: Silence hang-over: speech ends after this much silence (ms).
-    min_silence_ms: int = 600
-    #: Audio kept from before the detected start (ms).
-    pre_roll_ms: int = 300
-    #: An utterance is cut after this many seconds.
-    max_speech_s: float = 30.0
+    #: cancellation clips when the user talks over the assistant. 0 = any dip starts over; at most 10000.
+    start_gap_ms: int = field(default=96, metadata={"range": (0, 10000)})
+    #: Silence hang-over: speech ends after this much silence (ms); 0 to 60000.
+    min_silence_ms: int = field(default=600, metadata={"range": (0, 60000)})
+    #: Audio kept from before the detected start (ms); 0 to 10000.
+    pre_roll_ms: int = field(default=300, metadata={"range": (0, 10000)})
+    #: An utterance is cut after this many seconds; 1 to 3600.
+    max_speech_s: float = field(default=30.0, metadata={"range": (1.0, 3600.0)})
 
 
 @dataclass
@@ -76,40 +86,41 @@ class AsrConfig:
     model: str = "whisper-tiny.en"
     #: auto picks cuda only when a real warm-up on it works.
     device: Device = "auto"
-    #: CTranslate2 compute type; None = int8 on CPU, float16 on CUDA.
-    compute_type: str | None = None
-    #: CPU threads for inference; 0 = the number of cores.
-    cpu_threads: int = 0
+    #: CTranslate2 compute type (default, auto, int8, int8_float32, int8_float16, int8_bfloat16,
+    #: int16, float16, bfloat16, float32); None = int8 on CPU, float16 on CUDA.
+    compute_type: ComputeType | None = None
+    #: CPU threads for inference; 0 = the number of cores; at most 1024.
+    cpu_threads: int = field(default=0, metadata={"range": (0, 1024)})
     #: Language code such as "en"; None = detect (multilingual models only).
     language: str | None = None
-    #: Beam size for live turns (1 = greedy, lowest latency).
-    live_beam_size: int = 1
-    #: Beam size for files (accuracy first).
-    file_beam_size: int = 5
+    #: Beam size for live turns (1 = greedy, lowest latency); 1 to 64.
+    live_beam_size: int = field(default=1, metadata={"range": (1, 64)})
+    #: Beam size for files (accuracy first); 1 to 64.
+    file_beam_size: int = field(default=5, metadata={"range": (1, 64)})
     #: Encoder window (s) for live turns: faster-whisper pads every utterance to 30 s; an utterance
     #: is encoded over max(this, its length + 1 s) instead when that is under 30 s (30 = stock).
     #: 10 s: same or better WER on the 14 test clips, 2.3x faster with tiny.en on CPU; on 60 short
     #: Piper-spoken questions WER 10.4 % vs 9.4 % at 30 s (README); windows under ~10 s made
-    #: tiny.en repeat itself on 1-2 s clips (docs/server.md, scripts/bench_asr.py --window).
-    live_window_s: float = 10.0
+    #: tiny.en repeat itself on 1-2 s clips (docs/server.md, scripts/bench_asr.py --window). 1 to 30.
+    live_window_s: float = field(default=10.0, metadata={"range": (1.0, 30.0)})
     #: The same for files (30 = stock: with beam search a 10 s window cost one word on the clips).
-    file_window_s: float = 30.0
+    file_window_s: float = field(default=30.0, metadata={"range": (1.0, 30.0)})
 
 
 @dataclass
 class PiperConfig:
     #: Registry name or path of a Piper .onnx voice (its .onnx.json beside it).
     voice: str = "piper-joe-medium"
-    #: Speaker id for multi-speaker voices.
-    speaker_id: int | None = None
-    #: Speaking rate: >1 slower, <1 faster; None = the voice's default.
-    length_scale: float | None = None
-    #: Generator noise; None = the voice's default.
-    noise_scale: float | None = None
-    #: Phoneme width noise; None = the voice's default.
-    noise_w_scale: float | None = None
-    #: ONNX Runtime threads per loaded voice; 0 = its default (all cores).
-    threads: int = 0
+    #: Speaker id for multi-speaker voices; 0 to 100000.
+    speaker_id: int | None = field(default=None, metadata={"range": (0, 100000)})
+    #: Speaking rate: >1 slower, <1 faster; 0.1 to 10; None = the voice's default.
+    length_scale: float | None = field(default=None, metadata={"range": (0.1, 10.0)})
+    #: Generator noise, 0 to 2; None = the voice's default.
+    noise_scale: float | None = field(default=None, metadata={"range": (0.0, 2.0)})
+    #: Phoneme width noise, 0 to 2; None = the voice's default.
+    noise_w_scale: float | None = field(default=None, metadata={"range": (0.0, 2.0)})
+    #: ONNX Runtime threads per loaded voice; 0 = its default (all cores); at most 1024.
+    threads: int = field(default=0, metadata={"range": (0, 1024)})
 
 
 @dataclass
@@ -118,24 +129,26 @@ class ChatTTSConfig:
     model: str = "chattts"
     #: Speaker file (.pt or .txt embedding) for a stable voice; None = sample one from seed.
     speaker: str | None = None
-    #: Seed used to sample a speaker when none is given.
-    seed: int | None = None
+    #: Seed used to sample a speaker when none is given; 0 to 2**32 - 1.
+    seed: int | None = field(default=None, metadata={"range": (0, 4294967295)})
     #: Run ChatTTS's text refinement (adds oral-style tokens) before synthesis.
     refine_text: bool = False
-    #: Sampling temperature.
-    temperature: float = 0.3
-    top_p: float = 0.7
-    top_k: int = 20
+    #: Sampling temperature; 0.01 to 5.
+    temperature: float = field(default=0.3, metadata={"range": (0.01, 5.0)})
+    #: Nucleus sampling mass; 0.01 to 1.
+    top_p: float = field(default=0.7, metadata={"range": (0.01, 1.0)})
+    #: Tokens sampled from; 1 to 1000.
+    top_k: int = field(default=20, metadata={"range": (1, 1000)})
     #: Prosody prompt such as "[speed_5]"; None = the engine default ("[speed_5]", or from tts.speed).
     prompt: str | None = None
     #: Refinement prosody prompt, e.g. "[oral_2][laugh_0][break_6]" (used when refine_text is on).
     refine_prompt: str | None = None
-    #: Most audio tokens per sentence (ChatTTS's max_new_token; about 21 tokens per second).
-    max_new_tokens: int = 2048
-    #: Fewest audio tokens per sentence before ChatTTS may stop (its min_new_token).
-    min_new_tokens: int = 0
-    #: Audio tokens per streamed piece (ChatTTS's stream_batch).
-    stream_batch: int = 24
+    #: Most audio tokens per sentence (ChatTTS's max_new_token; about 21 tokens per second); 1 to 4096.
+    max_new_tokens: int = field(default=2048, metadata={"range": (1, 4096)})
+    #: Fewest audio tokens per sentence before ChatTTS may stop (its min_new_token); 0 to max_new_tokens.
+    min_new_tokens: int = field(default=0, metadata={"range": (0, 4096)})
+    #: Audio tokens per streamed piece (ChatTTS's stream_batch); 1 to 4096.
+    stream_batch: int = field(default=24, metadata={"range": (1, 4096)})
     #: JSON sha256 map in ChatTTS's own format, for weights other than its official release;
     #: None = ChatTTS's built-in map (see docs/expressive-tts.md).
     sha256_map: str | None = None
@@ -146,38 +159,43 @@ class ChatterboxConfig:
     #: Registry name or path of a folder with ve/t3_cfg/s3gen safetensors and tokenizer.json.
     model: str = "chatterbox"
     #: "standard" or "turbo".
-    variant: str = "standard"
+    variant: Literal["standard", "turbo"] = "standard"
     #: Reference audio file to clone; None = the built-in conditionals (conds.pt).
     reference_audio: str | None = None
-    exaggeration: float = 0.5
-    cfg_weight: float = 0.5
-    temperature: float = 0.8
+    #: Emotion exaggeration; 0 to 2.
+    exaggeration: float = field(default=0.5, metadata={"range": (0.0, 2.0)})
+    #: Classifier-free guidance weight; 0 to 1.
+    cfg_weight: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    #: Sampling temperature; 0.05 to 5.
+    temperature: float = field(default=0.8, metadata={"range": (0.05, 5.0)})
 
 
 @dataclass
 class ChunkerConfig:
-    #: The first piece is spoken as soon as a clause boundary follows this many characters.
-    min_first_chars: int = 20
+    #: The first piece is spoken as soon as a clause boundary follows this many characters;
+    #: 1 to max_chars.
+    min_first_chars: int = field(default=20, metadata={"range": (1, 100000)})
     #: If no clause boundary came yet, the first piece goes at a word boundary once it has this
-    #: many words (speech starts sooner; the break may fall mid-phrase). 0 = wait for a boundary.
-    first_words: int = 8
-    #: Later pieces are whole sentences of at least this many characters.
-    min_chars: int = 40
-    #: A piece is cut at a word boundary once it grows past this many characters.
-    max_chars: int = 300
+    #: many words (speech starts sooner; the break may fall mid-phrase). 0 = wait for a boundary;
+    #: at most 1000.
+    first_words: int = field(default=8, metadata={"range": (0, 1000)})
+    #: Later pieces are whole sentences of at least this many characters; 1 to max_chars.
+    min_chars: int = field(default=40, metadata={"range": (1, 100000)})
+    #: A piece is cut at a word boundary once it grows past this many characters; 10 to 100000.
+    max_chars: int = field(default=300, metadata={"range": (10, 100000)})
 
 
 @dataclass
 class TtsConfig:
     #: piper, chattts or chatterbox.
-    engine: str = "piper"
+    engine: TtsEngine = "piper"
     #: Voice name for the engine (Piper: registry name or path); None = engine default.
     voice: str | None = None
     device: Device = "auto"
     #: If an expressive engine has no GPU, use Piper instead (with a warning).
     fallback_to_piper: bool = True
-    #: Speed factor (1.0 = normal).
-    speed: float = 1.0
+    #: Speed factor (1.0 = normal); 0.25 to 4.
+    speed: float = field(default=1.0, metadata={"range": (0.25, 4.0)})
     piper: PiperConfig = field(default_factory=PiperConfig)
     chattts: ChatTTSConfig = field(default_factory=ChatTTSConfig)
     chatterbox: ChatterboxConfig = field(default_factory=ChatterboxConfig)
@@ -188,40 +206,43 @@ class TtsConfig:
 class EmbeddedLlmConfig:
     #: Registry name or path of a GGUF file.
     model: str = "qwen2.5-0.5b-instruct"
-    #: Context window in tokens.
-    n_ctx: int = 4096
-    #: Layers on the GPU when CUDA works; -1 = all, 0 = CPU only.
-    n_gpu_layers: int = -1
-    #: CPU threads; 0 = the number of cores.
-    threads: int = 0
+    #: Context window in tokens; 128 to 1048576.
+    n_ctx: int = field(default=4096, metadata={"range": (128, 1048576)})
+    #: Layers on the GPU when CUDA works; -1 = all, 0 = CPU only; at most 10000.
+    n_gpu_layers: int = field(default=-1, metadata={"range": (-1, 10000)})
+    #: CPU threads; 0 = the number of cores; at most 1024.
+    threads: int = field(default=0, metadata={"range": (0, 1024)})
     device: Device = "auto"
-    #: Parallel request slots (sessions answered at once); each may use the whole context.
-    parallel: int = 2
-    #: Seconds to wait for the server to become healthy.
-    start_timeout_s: float = 120.0
+    #: Parallel request slots (sessions answered at once); each may use the whole context; 1 to 256.
+    parallel: int = field(default=2, metadata={"range": (1, 256)})
+    #: Seconds to wait for the server to become healthy; 1 to 3600.
+    start_timeout_s: float = field(default=120.0, metadata={"range": (1.0, 3600.0)})
 
 
 @dataclass
 class LlmConfig:
     #: embedded, ollama, llamacpp, vllm, openai or gemini.
-    backend: str = "embedded"
+    backend: LlmBackend = "embedded"
     #: Override the preset's base URL.
     base_url: str | None = None
     #: Override the preset's model name.
     model: str | None = None
     #: Name of the environment variable holding the API key (never the key itself).
     api_key_env: str | None = None
-    #: Seconds before a request fails.
-    timeout_s: float = 30.0
-    max_retries: int = 1
-    temperature: float = 0.3
-    max_tokens: int = 200
+    #: Seconds before a request fails; 0.1 to 3600.
+    timeout_s: float = field(default=30.0, metadata={"range": (0.1, 3600.0)})
+    #: Retries after a failed request; 0 to 10.
+    max_retries: int = field(default=1, metadata={"range": (0, 10)})
+    #: Sampling temperature; 0 to 2.
+    temperature: float = field(default=0.3, metadata={"range": (0.0, 2.0)})
+    #: Most tokens per answer; 1 to 131072.
+    max_tokens: int = field(default=200, metadata={"range": (1, 131072)})
     #: System prompt; None = the built-in prompt written for speech.
     system_prompt: str | None = None
-    #: Token budget for conversation memory.
-    memory_tokens: int = 1024
+    #: Token budget for conversation memory; 0 to 1048576.
+    memory_tokens: int = field(default=1024, metadata={"range": (0, 1048576)})
     #: Built-in tools to offer the model: current_time, search_knowledge.
-    tools: list[str] = field(default_factory=list)
+    tools: list[LlmTool] = field(default_factory=list)
     #: A custom chain as "module:attribute" (anything with ``astream``); None = built-in.
     chain: str | None = None
     embedded: EmbeddedLlmConfig = field(default_factory=EmbeddedLlmConfig)
@@ -241,15 +262,16 @@ class RagConfig:
     embedder_device: Device = "auto"
     #: Qdrant collection name (matters when several knowledge bases share one server).
     collection: str = "voice_kb"
-    #: Target chunk length in characters; chunks end on paragraph or sentence boundaries.
-    chunk_size: int = 800
-    #: Characters of trailing sentences repeated at the start of the next chunk.
-    chunk_overlap: int = 120
-    top_k: int = 3
-    #: Cosine similarity below which a passage is not used.
-    score_threshold: float = 0.35
-    #: Files larger than this are skipped on ingest (MB).
-    max_file_mb: float = 20.0
+    #: Target chunk length in characters; chunks end on paragraph or sentence boundaries; 50 to 100000.
+    chunk_size: int = field(default=800, metadata={"range": (50, 100000)})
+    #: Characters of trailing sentences repeated at the start of the next chunk; under chunk_size.
+    chunk_overlap: int = field(default=120, metadata={"range": (0, 100000)})
+    #: Passages retrieved per question; 1 to 100.
+    top_k: int = field(default=3, metadata={"range": (1, 100)})
+    #: Cosine similarity below which a passage is not used; -1 to 1.
+    score_threshold: float = field(default=0.35, metadata={"range": (-1.0, 1.0)})
+    #: Files larger than this are skipped on ingest (MB); 0 to 10240.
+    max_file_mb: float = field(default=20.0, metadata={"range": (0.0, 10240.0)})
 
 
 @dataclass
@@ -260,45 +282,50 @@ class PipelineConfig:
     barge_in: bool = True
     #: While an answer is under way, speech must last this long (ms, instead of
     #: vad.min_speech_ms) to interrupt it: a cough, a short "mm-hm" or a burst of echo residual
-    #: does not cut the assistant off. The stop itself still follows the decision at once.
-    barge_in_min_speech_ms: int = 400
+    #: does not cut the assistant off. The stop itself still follows the decision at once. 0 to 10000.
+    barge_in_min_speech_ms: int = field(default=400, metadata={"range": (0, 10000)})
     #: Headphones: the microphone stays open while the assistant speaks.
     headphones: bool = False
     #: End of turn by VAD ("vad") or push-to-talk ("ptt").
-    turn_detection: str = "vad"
-    #: Bounded queue size between stages.
-    queue_size: int = 64
+    turn_detection: Literal["vad", "ptt"] = "vad"
+    #: Bounded queue size between stages; 1 to 100000.
+    queue_size: int = field(default=64, metadata={"range": (1, 100000)})
     #: Cancel the echo of the assistant's voice in the microphone signal (WebRTC AEC3 via the
     #: pywebrtc-audio package); lets barge-in work on loudspeakers. Off: the microphone is
     #: ignored while the assistant speaks unless headphones is true.
     echo_cancel: bool = False
     #: Without headphones or echo cancellation, keep the microphone closed this long after the
-    #: assistant's audio ends (room echo dies away), in ms.
-    echo_tail_ms: int = 250
+    #: assistant's audio ends (room echo dies away), in ms; 0 to 10000.
+    echo_tail_ms: int = field(default=250, metadata={"range": (0, 10000)})
     #: Start transcribing when silence begins (during the VAD hang-over); discarded if speech resumes.
     early_transcribe: bool = True
     #: With echo cancellation, while the assistant speaks: a microphone frame whose cleaned
     #: energy is this many dB below the raw one is residual echo and reaches the VAD as silence
-    #: (someone talking over the assistant keeps most of the energy). 0 = off.
-    echo_suppress_db: float = 10.0
+    #: (someone talking over the assistant keeps most of the energy). 0 = off; at most 100.
+    echo_suppress_db: float = field(default=10.0, metadata={"range": (0.0, 100.0)})
 
 
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = 8765
+    #: TCP port; 0 = any free port; at most 65535.
+    port: int = field(default=8765, metadata={"range": (0, 65535)})
     #: Environment variable holding the bearer token (required off loopback).
     token_env: str = "VOICE_SERVER_TOKEN"
     #: Allowed browser Origins; empty = same host only.
     allowed_origins: list[str] = field(default_factory=list)
-    max_sessions: int = 16
-    max_message_bytes: int = 1_048_576
-    idle_timeout_s: float = 300.0
+    #: Sessions served at once; 1 to 10000.
+    max_sessions: int = field(default=16, metadata={"range": (1, 10000)})
+    #: Largest WebSocket message (bytes); 1024 to 268435456.
+    max_message_bytes: int = field(default=1048576, metadata={"range": (1024, 268435456)})
+    #: A session without client traffic is closed after this many seconds; 1 to 86400.
+    idle_timeout_s: float = field(default=300.0, metadata={"range": (1.0, 86400.0)})
     #: llama.cpp slots for the embedded LLM under `voice serve` (answers decoded together,
-    #: continuous batching); 0 = llm.embedded.parallel.
-    llm_slots: int = 8
-    #: Threads for blocking inference (ASR, TTS) shared by all sessions; 0 = 4 + 2 x max_sessions.
-    worker_threads: int = 0
+    #: continuous batching); 0 = llm.embedded.parallel; at most 256.
+    llm_slots: int = field(default=8, metadata={"range": (0, 256)})
+    #: Threads for blocking inference (ASR, TTS) shared by all sessions; 0 = 4 + 2 x max_sessions;
+    #: at most 1024.
+    worker_threads: int = field(default=0, metadata={"range": (0, 1024)})
 
 
 @dataclass
@@ -333,11 +360,42 @@ class Config:
 
 # --------------------------------------------------------------------------- loading
 
+#: Where a key's value came from when no source set it.
+DEFAULT_SOURCE = "built-in default"
+
+
+def _shown(text: str) -> str:
+    """``text`` fit for a one-line message: control characters escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _value(value: Any) -> str:
+    """A value's repr for a message, one line and short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
+
+
+def _allowed(bounds: tuple[Any, Any]) -> str:
+    lo, hi = bounds
+    if lo is None:
+        return f"at most {hi}"
+    if hi is None:
+        return f"at least {lo}"
+    return f"{lo} to {hi}"
+
+
+def _check_range(value: Any, bounds: tuple[Any, Any] | None, key: str, source: str) -> None:
+    if value is None or bounds is None:
+        return
+    lo, hi = bounds
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{source}: {key} = {_value(value)} is out of range (allowed: {_allowed(bounds)})")
 
 
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
@@ -358,9 +416,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         raise errors[0] if errors else ConfigError(f"{source}: {key} must not be empty")
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if value not in allowed:
+        if not isinstance(value, str) or value not in allowed:
             choices = ", ".join(repr(a) for a in allowed)
-            raise ConfigError(f"{source}: {key} = {value!r} is not one of {choices}")
+            raise ConfigError(f"{source}: {key} = {_value(value)} is not one of {choices}")
         return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
@@ -372,47 +430,89 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be true or false, got {_value(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be an integer, got {_value(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+            number = float(value) if abs(value) < 1e300 else math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{source}: {key} must be a finite number, got {_value(value)}")
+            return number
+        raise ConfigError(f"{source}: {key} must be a number, got {_value(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be a string, got {_value(value)}")
     raise ConfigError(f"{source}: {key} has unsupported type {_type_name(tp)}")
 
 
-def _merge(obj: Any, data: Mapping[str, Any], source: str, prefix: str = "") -> None:
-    """Apply a nested mapping onto dataclass ``obj`` in place, checking keys and types."""
+def _merge(obj: Any, data: Mapping[str, Any], source: str, origins: dict[str, str] | None = None,
+           prefix: str = "") -> None:
+    """Apply a nested mapping onto dataclass ``obj`` in place, checking keys, types and ranges.
+
+    ``origins`` records the source of each key set (for errors that involve two keys).
+    """
     hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+    fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            known = ", ".join(sorted(names))
+        dotted = _shown(f"{prefix}{key}")
+        if key not in fields:
+            known = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key '{dotted}' (known here: {known})")
-        tp = hints[key]
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: '{dotted}' must be a table")
-            _merge(current, value, source, f"{dotted}.")
+            _merge(current, value, source, origins, f"{dotted}.")
         else:
-            setattr(obj, key, _coerce(value, tp, dotted, source))
+            value = _coerce(value, hints[key], dotted, source)
+            _check_range(value, fields[key].metadata.get("range"), dotted, source)
+            setattr(obj, key, value)
+            if origins is not None:
+                origins[dotted] = source
+
+
+def validate(obj: Any, source: str = "config", prefix: str = "") -> None:
+    """Check every key of a config (or one section) for its type, range and choices."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        dotted = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            validate(value, source, f"{dotted}.")
+        else:
+            _coerce(value, hints[f.name], dotted, source)
+            _check_range(value, f.metadata.get("range"), dotted, source)
+
+
+def _check_relations(cfg: Config, origins: Mapping[str, str]) -> None:
+    """Limits that involve two keys: ``a`` must not exceed (or, strict, must stay under) ``b``."""
+    pairs = [
+        ("vad.neg_threshold", cfg.vad.neg_threshold, "vad.threshold", cfg.vad.threshold, False),
+        ("tts.chattts.min_new_tokens", cfg.tts.chattts.min_new_tokens,
+         "tts.chattts.max_new_tokens", cfg.tts.chattts.max_new_tokens, False),
+        ("tts.chunker.min_chars", cfg.tts.chunker.min_chars, "tts.chunker.max_chars", cfg.tts.chunker.max_chars, False),
+        ("tts.chunker.min_first_chars", cfg.tts.chunker.min_first_chars,
+         "tts.chunker.max_chars", cfg.tts.chunker.max_chars, False),
+        ("rag.chunk_overlap", cfg.rag.chunk_overlap, "rag.chunk_size", cfg.rag.chunk_size, True),
+    ]
+    for a, va, b, vb, strict in pairs:
+        if va is not None and (va >= vb if strict else va > vb):
+            rel = "must be under" if strict else "must not exceed"
+            sa, sb = origins.get(a, DEFAULT_SOURCE), origins.get(b, DEFAULT_SOURCE)
+            raise ConfigError(f"{a} = {_value(va)} ({sa}) {rel} {b} = {_value(vb)} ({sb})")
 
 
 def _parse_scalar(text: str) -> Any:
-    """Read an environment or flag value as TOML when it parses, else as a plain string."""
+    """Read an environment or flag value as one TOML value when it parses, else as a plain string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        doc = tomllib.loads(f"v = {text}")
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
+    return doc["v"] if len(doc) == 1 else text  # "1\nx = 2" is text, not the value 1
 
 
 def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
@@ -426,14 +526,19 @@ def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``VOICE_SECTION__KEY=value`` pairs as a dotted mapping (values parsed as TOML)."""
-    out: dict[str, Any] = {}
-    for name, value in environ.items():
+def _env_items(environ: Mapping[str, str]) -> list[tuple[str, str, Any]]:
+    """``(variable, dotted key, parsed value)`` for each ``VOICE_SECTION__KEY``, by name."""
+    out = []
+    for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and "__" in name:
             dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            out[dotted] = _parse_scalar(value)
+            out.append((name, dotted, _parse_scalar(environ[name])))
     return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``VOICE_SECTION__KEY=value`` pairs as a dotted mapping (values parsed as TOML)."""
+    return {dotted: value for _, dotted, value in _env_items(environ)}
 
 
 def parse_set(pairs: list[str]) -> dict[str, Any]:
@@ -442,9 +547,24 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected section.key=value")
+            raise ConfigError(f"--set {_value(pair)}: expected section.key=value")
         out[key.strip()] = _parse_scalar(value.strip())
     return out
+
+
+def apply_overrides(cfg: Config, flags: Mapping[str, Any], names: Mapping[str, str] | None = None) -> None:
+    """Apply dotted keys (None = not given) onto ``cfg``, each checked like a config key.
+
+    ``names`` gives the source shown in errors per key (e.g. ``{"rag.top_k": "-k/--top-k"}``);
+    default "command-line flag".
+    """
+    origins: dict[str, str] = {}
+    for key, value in flags.items():
+        if value is not None:
+            source = (names or {}).get(key) or f"command-line flag for {_shown(key)}"
+            _merge(cfg, _nest({key: value}), source, origins)
+    if origins:
+        _check_relations(cfg, origins)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -452,13 +572,15 @@ def read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {_shown(str(path))} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
+        raise ConfigError(f"config file {_shown(str(path))} is a directory") from None
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+        raise ConfigError(f"{_shown(str(path))}: not valid TOML: {_shown(str(err))}") from None
+    except RecursionError:
+        raise ConfigError(f"{_shown(str(path))}: not valid TOML: nested too deeply") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"config file {_shown(str(path))} cannot be read: {_shown(str(err))}") from None
 
 
 def load_config(
@@ -467,17 +589,23 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Build the effective config. ``overrides`` are dotted keys from command-line flags."""
+    """Build the effective config. ``overrides`` are dotted keys from ``--set`` flags.
+
+    Every value is checked for its type, range and choices; an error is one line that names
+    the key, where the value came from and what is allowed.
+    """
     cfg = Config()
+    validate(cfg, DEFAULT_SOURCE)
+    origins: dict[str, str] = {}
     if path is not None:
         p = Path(path).expanduser()
-        _merge(cfg, read_toml(p), str(p))
-    env = env_overrides(os.environ if environ is None else environ)
-    if env:
-        _merge(cfg, _nest(env), "environment (VOICE_*)")
-    if overrides:
-        flags = {k: v for k, v in overrides.items() if v is not None}
-        _merge(cfg, _nest(flags), "command line")
+        _merge(cfg, read_toml(p), _shown(str(p)), origins)
+    for name, dotted, value in _env_items(os.environ if environ is None else environ):
+        _merge(cfg, _nest({dotted: value}), f"environment variable {_shown(name)}", origins)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _merge(cfg, _nest({key: value}), f"--set {_shown(key)}", origins)
+    _check_relations(cfg, origins)
     return cfg
 
 

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     action = args.kb_command
     if action == "search":
-        apply_flags(cfg, {"rag.top_k": args.top_k, "rag.score_threshold": args.threshold})
+        apply_flags(cfg, {"rag.top_k": args.top_k, "rag.score_threshold": args.threshold},
+                    {"rag.top_k": "-k/--top-k", "rag.score_threshold": "--threshold"})
     with KnowledgeBase(cfg, args.kb) as kb:
         if action == "list":
             docs = kb.list_documents()

@@ -18,7 +18,8 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    apply_flags(cfg, {"server.host": args.host, "server.port": args.port})
+    apply_flags(cfg, {"server.host": args.host, "server.port": args.port},
+                {"server.host": "--host", "server.port": "--port"})
     from voice.server.app import VoiceServer
 
     async def main() -> None:
