@@ -198,6 +198,14 @@ def test_voice_models_lists_every_model() -> None:
     assert bad.returncode == 2 and len(lines) == 1 and "unknown model 'nope'" in lines[0]
 
 
+def test_voice_models_with_an_unknown_kind_exits_2_listing_the_kinds() -> None:
+    proc = run_voice("models", "--kind", "bogus")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and proc.stdout == "", proc.stderr
+    assert lines[0].startswith("voice: error: --kind 'bogus' is not a kind of model (kinds: ")
+    assert "asr" in lines[0] and "llm" in lines[0] and "tts-piper" in lines[0]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

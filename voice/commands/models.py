@@ -7,6 +7,7 @@ import json
 
 from voice.commands import Subparsers
 from voice.config import Config
+from voice.errors import InputError
 from voice.models import registry_for
 
 
@@ -30,6 +31,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         res = reg.resolve(args.fetch)
         print(f"{res.name}: {res.path} ({res.source})")
         return 0
+    kinds = sorted({e.kind for e in reg.entries().values()})
+    if args.kind is not None and args.kind not in kinds:
+        raise InputError(f"--kind {args.kind!r} is not a kind of model (kinds: {', '.join(kinds)})")
     rows = [reg.availability(n) for n in reg.names(args.kind)]
     if args.json:
         for a in rows:
