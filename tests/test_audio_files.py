@@ -100,6 +100,18 @@ def test_random_bytes_are_not_audio(tmp_path: Path) -> None:
         load_audio(p)
 
 
+@pytest.mark.parametrize("head", [b"hello, this is a text file\n", b"ID3\x03\x00\x00\x00\x00\x00\x00"])
+def test_a_non_mp3_named_mp3_prints_nothing_from_the_decoders(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                              head: bytes) -> None:
+    # libsndfile's libmpg123 wrote "Note: Illegal Audio-MPEG-Header ..." to fd 2 for these
+    p = tmp_path / "notes.mp3"
+    p.write_bytes(head + np.random.default_rng(1).bytes(2000))
+    with pytest.raises(InputError, match="not an audio file"):
+        load_audio(p)
+    out = capfd.readouterr()
+    assert out.err == "" and out.out == "", out.err
+
+
 # ------------------------------------------------------------------------------ writing
 
 

@@ -1,7 +1,8 @@
 """Audio files in and out: WAV, FLAC, MP3, OGG/Vorbis, OGG/Opus -> float32 mono.
 
-soundfile (libsndfile) reads WAV/FLAC/OGG quickly; anything it cannot read goes through PyAV
-(FFmpeg), which covers MP3, Opus and most containers. Sample-rate changes go through
+soundfile (libsndfile) reads WAV/FLAC/OGG/AIFF quickly; anything else goes through PyAV (FFmpeg),
+which covers MP3, Opus and most containers. MP3 never goes to libsndfile: its libmpg123 prints
+"Note: Illegal Audio-MPEG-Header ..." straight to stderr for a file that is not MPEG audio. Sample-rate changes go through
 :mod:`voice.audio.resample`.
 """
 
@@ -55,10 +56,20 @@ def _to_mono(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=1, dtype=np.float32)
 
 
+#: File signatures of the containers handed to libsndfile (RIFF/RF64 WAV, FLAC, Ogg, AIFF).
+_SNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM")
+
+
 def _read_soundfile(p: Path) -> tuple[np.ndarray, int] | None:
-    """WAV/FLAC/OGG through libsndfile; None when it does not know the format."""
+    """WAV/FLAC/OGG/AIFF through libsndfile; None for anything else or what it cannot read."""
     import soundfile as sf
 
+    try:
+        with p.open("rb") as fh:
+            if fh.read(4) not in _SNDFILE_MAGIC:
+                return None
+    except OSError:
+        return None
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
