@@ -70,7 +70,12 @@ def test_skips_give_exit_1_with_reasons(env, docs_dir, tmp_path, capsys):
     [
         (["ingest", "/no/such/file.txt"], "no such file or folder: /no/such/file.txt"),
         (["kb", "remove", "/no/such/doc.txt"], "/no/such/doc.txt is not in the knowledge base"),
-        (["--set", "rag.chunk_overlap=900", "ingest", "."], "rag.chunk_overlap = 900 must be"),
+        (["--set", "rag.chunk_overlap=900", "ingest", "."],
+         "rag.chunk_overlap = 900 (--set rag.chunk_overlap) must be under rag.chunk_size = 800"),
+        (["kb", "search", "-k", "0", "wifi"], "-k/--top-k: rag.top_k = 0 is out of range (allowed: 1 to 100)"),
+        (["kb", "search", "-k", "-1", "wifi"], "-k/--top-k: rag.top_k = -1 is out of range"),
+        (["kb", "search", "--threshold", "7", "wifi"], "--threshold: rag.score_threshold = 7.0 is out of range"),
+        (["--set", "rag.top_k=0", "kb", "search", "wifi"], "--set rag.top_k: rag.top_k = 0 is out of range"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(env, tmp_path, capsys, argv, message):
