@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -187,17 +188,36 @@ def test_two_objects_in_one_process_share_the_local_store(cfg, tmp_path, rag_emb
     c.close()
 
 
-def test_another_process_gets_a_clear_error_while_the_store_is_open(kb, docs_dir):
+def test_another_process_reads_while_the_store_is_open_and_cannot_write(kb, docs_dir):
+    """Local mode locks its folder; another process reads a snapshot (kb list, kb search, ask)
+    and gets a one-line error for writes."""
     kb.ingest([docs_dir / "reactor.txt"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "voice", "kb", "list", "--kb", str(kb.kb_dir)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-        env={**os.environ, "VOICE_GENERAL__CACHE_DIR": kb.cfg.general.cache_dir},
-    )
-    assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("voice: error: knowledge base")
-    assert "in use by another voice process" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    before = sorted(str(p.relative_to(kb.kb_dir)) for p in kb.kb_dir.rglob("*"))
+
+    def voice(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "voice", *argv, "--kb", str(kb.kb_dir)],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={**os.environ, "VOICE_GENERAL__CACHE_DIR": kb.cfg.general.cache_dir},
+        )
+
+    listed = voice("kb", "list", "--json")
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    assert [Path(json.loads(line)["source"]).name for line in listed.stdout.splitlines()] == ["reactor.txt"]
+    found = voice("kb", "search", "How much power does the Zorblax reactor produce?", "--json", "-k", "1")
+    assert found.returncode == 0 and "42 megawatts" in json.loads(found.stdout)["text"], found.stderr
+    for argv in (["ingest", str(docs_dir / "bakery.md")], ["kb", "clear"],
+                 ["kb", "remove", str(docs_dir / "reactor.txt")]):
+        proc = voice(*argv)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, (argv, proc.stderr)
+        assert lines[0].startswith("voice: error: knowledge base") and "in use by another voice process" in lines[0]
+    # the owner's store is untouched and still writable; no snapshot files were left in it
+    assert sorted(str(p.relative_to(kb.kb_dir)) for p in kb.kb_dir.rglob("*")) == before
+    kb.ingest([docs_dir / "bakery.md"])
+    assert sorted(Path(d.source).name for d in kb.list_documents()) == ["bakery.md", "reactor.txt"]
+    again = voice("kb", "list", "--json")
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 2  # a new snapshot sees the write
 
 
 @pytest.mark.qdrant_server

@@ -7,7 +7,10 @@ delete, so a crash in between leaves both versions and never none.
 
 Qdrant's local mode holds an exclusive file lock on its folder, so one process may open a folder
 only once: :class:`ClientPool` hands every :class:`ChunkStore` on the same folder one shared
-client (reference counted), and another process gets a clear error.
+client (reference counted). Another process that finds the folder locked reads a snapshot
+instead: a consistent SQLite backup of each collection, taken read-only and without the lock,
+opened in a temporary folder (local mode loads every point into memory anyway); reads work on
+what was stored when it opened, and writes fail with a one-line :class:`KnowledgeBaseBusy`.
 """
 
 from __future__ import annotations
@@ -114,11 +117,88 @@ def _open_client(*, path: Path | None, url: str | None) -> Any:
             return QdrantClient(path=str(path))
     except RuntimeError as err:
         if "already accessed" in str(err):
-            raise KnowledgeBaseBusy(
-                f"knowledge base {path} is in use by another voice process",
-                hint="close it, use another --kb folder, or set rag.qdrant_url to a Qdrant server",
-            ) from None
+            log.info("knowledge base %s is in use by another process: reading a snapshot", path)
+            return _Snapshot(path)
         raise
+
+
+def _busy(path: Path) -> KnowledgeBaseBusy:
+    return KnowledgeBaseBusy(
+        f"knowledge base {path} is in use by another voice process (it can be read, not changed)",
+        hint="close it, use another --kb folder, or set rag.qdrant_url to a Qdrant server",
+    )
+
+
+class _Snapshot:
+    """A read-only QdrantClient over a copy of a local store that another process holds locked."""
+
+    #: QdrantClient methods that only read (everything else raises KnowledgeBaseBusy).
+    READS = frozenset({"collection_exists", "get_collection", "get_collections", "scroll", "count",
+                       "query_points", "retrieve"})
+
+    def __init__(self, path: Path) -> None:
+        import shutil
+        import tempfile
+
+        from qdrant_client import QdrantClient
+
+        self._path = path
+        self._tmp = Path(tempfile.mkdtemp(prefix="voice-kb-snapshot-"))
+        try:
+            _copy_local_store(path, self._tmp)
+            self._client = QdrantClient(path=str(self._tmp))
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.READS:
+            raise _busy(self._path)
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        import shutil
+
+        try:
+            self._client.close()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _copy_local_store(src: Path, dest: Path) -> None:
+    """Copy Qdrant local mode's ``meta.json`` and each ``collection/*/storage.sqlite`` into
+    ``dest`` without taking its lock: SQLite's online backup from a read-only connection gives a
+    consistent copy while the owner keeps writing."""
+    import json
+    import sqlite3
+    import time
+    from urllib.parse import quote
+
+    for attempt in range(20):  # local mode rewrites meta.json in place: retry a torn read
+        try:
+            meta = (src / "meta.json").read_text(encoding="utf-8")
+            json.loads(meta)
+            break
+        except FileNotFoundError:
+            meta = '{"collections": {}, "aliases": {}}'
+            break
+        except (ValueError, OSError):
+            if attempt == 19:
+                raise _busy(src) from None
+            time.sleep(0.05)
+    (dest / "meta.json").write_text(meta, encoding="utf-8")
+    for db in sorted(src.glob("collection/*/storage.sqlite")):
+        target = dest / db.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        reader = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=10)
+        writer = sqlite3.connect(str(target))
+        try:
+            reader.backup(writer)
+        except sqlite3.Error:
+            raise _busy(src) from None
+        finally:
+            reader.close()
+            writer.close()
 
 
 class QdrantUnavailable(VoiceError):
