@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,6 +300,10 @@ class RealtimeProtocol:
             raise ProtocolError("the message text is too long (max 8192 characters)", code="invalid_value",
                                 param="item.content")
         given = item.get("id")
+        if isinstance(given, str) and re.fullmatch(rf"item_{re.escape(self._prefix)}\d+", given):
+            # the server makes ids of this form: taking one would give two items the same id
+            raise ProtocolError("'item.id' must not be of the form the server uses for its own items",
+                                code="invalid_value", param="item.id")
         item_id = given if isinstance(given, str) and 0 < len(given) <= 64 else self._id("item")
         prev = self._last_user_item
         self._last_user_item = item_id
