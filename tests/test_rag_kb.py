@@ -206,6 +206,9 @@ def test_another_process_reads_while_the_store_is_open_and_cannot_write(kb, docs
     assert [Path(json.loads(line)["source"]).name for line in listed.stdout.splitlines()] == ["reactor.txt"]
     found = voice("kb", "search", "How much power does the Zorblax reactor produce?", "--json", "-k", "1")
     assert found.returncode == 0 and "42 megawatts" in json.loads(found.stdout)["text"], found.stderr
+    asked = voice("--set", "llm.chain=tests.helpers.llm:echo_chain", "ask", "How much power does the Zorblax make?")
+    assert asked.returncode == 0 and asked.stderr == "", asked.stderr
+    assert "you said How much power" in asked.stdout and "reactor.txt" in asked.stdout.split("Sources:")[1]
     for argv in (["ingest", str(docs_dir / "bakery.md")], ["kb", "clear"],
                  ["kb", "remove", str(docs_dir / "reactor.txt")]):
         proc = voice(*argv)
