@@ -69,14 +69,14 @@ def test_corpus_wer_is_no_worse_than_faster_whisper_directly(speech_clips: dict[
 def test_bad_inputs_each_get_one_line_and_the_rest_is_transcribed(tmp_path: Path) -> None:
     bad = make_bad_inputs(tmp_path / "bad")
     args = [JFK, str(bad["missing"]), str(bad["directory"]), str(bad["non_audio"]), str(bad["fake_wav"]),
-            str(bad["empty"]), str(bad["silence"]), GO]
+            str(bad["fake_mp3"]), str(bad["empty"]), str(bad["silence"]), GO]
     proc = run_voice("transcribe", "--format", "json", "--device", "cpu", *args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(errors) == 5, proc.stderr
+    assert len(errors) == 6, proc.stderr  # one line each: no decoder notes
     expected = {"missing": "no such file", "directory": "directory", "non_audio": "not an audio file",
-                "fake_wav": "not an audio file", "empty": "empty"}
+                "fake_wav": "not an audio file", "fake_mp3": "not an audio file", "empty": "empty"}
     for line, (kind, words) in zip(errors, expected.items(), strict=True):
         assert line.startswith(f"voice: error: {bad[kind]}") and words in line, line
     rows = _rows(proc.stdout)

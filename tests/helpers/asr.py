@@ -33,6 +33,8 @@ def make_bad_inputs(folder: Path) -> dict[str, Path]:
     notes.write_text("this is not audio\n" * 20)
     fake = folder / "fake.wav"
     fake.write_text("RIFF? no, just text pretending to be a wav file\n")
+    fake_mp3 = folder / "fake.mp3"  # libmpg123 used to print "Illegal Audio-MPEG-Header" notes for it
+    fake_mp3.write_text("not an mp3, just a text file with the wrong name\n" * 20)
     empty = folder / "empty.wav"
     empty.write_bytes(b"")
     sub = folder / "a_folder"
@@ -44,6 +46,7 @@ def make_bad_inputs(folder: Path) -> dict[str, Path]:
         "directory": sub,
         "non_audio": notes,
         "fake_wav": fake,
+        "fake_mp3": fake_mp3,
         "empty": empty,
         "silence": silence,
     }
