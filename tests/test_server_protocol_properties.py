@@ -207,8 +207,13 @@ class ProtocolMachine(RuleBasedStateMachine):
             raise AssertionError(f"a non-string event_id was accepted: {msg}")
 
     @rule(text=st.one_of(st.text(max_size=50), st.just("w " * 5000)), given_id=st.one_of(
-        st.none(), st.text(max_size=70), st.just(""), st.integers(1, 40).map(lambda n: f"item_s1_{n}")))
-    def create_user_item(self, text: str, given_id: str | None) -> None:
+        st.none(), st.text(max_size=70), st.just(""), st.integers(1, 40).map(lambda n: f"item_s1_{n}")),
+        data=st.data())
+    def create_user_item(self, text: str, given_id: str | None, data: st.DataObject) -> None:
+        if given_id is not None and data.draw(st.booleans()):
+            # an id the server made already or is about to make
+            near = [f"item_s1_{self.proto._counter + k}" for k in (1, 2, 3)]
+            given_id = data.draw(st.sampled_from(sorted(self.server_items) + near))
         item: dict[str, Any] = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
         if given_id is not None:
             item["id"] = given_id
@@ -336,7 +341,7 @@ class ProtocolMachine(RuleBasedStateMachine):
 
 
 ProtocolMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, derandomize=True, database=None, deadline=None,
+    max_examples=60, stateful_step_count=40, derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_protocol_state_machine = ProtocolMachine.TestCase
