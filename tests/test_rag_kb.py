@@ -191,8 +191,13 @@ def test_two_objects_in_one_process_share_the_local_store(cfg, tmp_path, rag_emb
 def test_another_process_reads_while_the_store_is_open_and_cannot_write(kb, docs_dir):
     """Local mode locks its folder; another process reads a snapshot (kb list, kb search, ask)
     and gets a one-line error for writes."""
+    import glob
+    import tempfile
+
     kb.ingest([docs_dir / "reactor.txt"])
     before = sorted(str(p.relative_to(kb.kb_dir)) for p in kb.kb_dir.rglob("*"))
+    snapshots = os.path.join(tempfile.gettempdir(), "voice-kb-snapshot-*")
+    snapshots_before = set(glob.glob(snapshots))
 
     def voice(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -221,6 +226,7 @@ def test_another_process_reads_while_the_store_is_open_and_cannot_write(kb, docs
     assert sorted(Path(d.source).name for d in kb.list_documents()) == ["bakery.md", "reactor.txt"]
     again = voice("kb", "list", "--json")
     assert again.returncode == 0 and len(again.stdout.splitlines()) == 2  # a new snapshot sees the write
+    assert set(glob.glob(snapshots)) <= snapshots_before  # each process removed its snapshot
 
 
 @pytest.mark.qdrant_server
