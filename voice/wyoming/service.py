@@ -176,7 +176,7 @@ class WyomingService:
         """16 kHz float32 mono -> Transcript, one request per model at a time, off the loop."""
         async with self.asr_lock(self.asr_model_name()):
             lang = self.transcriber.check_language(language)
-            return await self.transcriber.transcribe(audio, live=True, language=lang)
+            return await self.transcriber.transcribe(audio, live=self.cfg.wyoming.asr_live, language=lang)
 
     def resolve_voice(self, name: str | None, language: str | None) -> str | None:
         """The voice to speak with: a name (or alias) the engine knows, else one for ``language``."""
@@ -189,6 +189,14 @@ class WyomingService:
                     return v
             raise RequestError("unknown-voice", f"no voice for language '{language}' (voices: {', '.join(self.voice_names())})")
         return None
+
+
+def _typed(cls: Any, event: Event) -> Any:
+    """``cls.from_event(event)``; wyoming reads required fields with [] and trusts their types."""
+    try:
+        return cls.from_event(event)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise RequestError("malformed-event", f"bad '{event.type}' event: {type(err).__name__}: {err}") from None
 
 
 @dataclass
@@ -237,9 +245,6 @@ class WyomingSession:
             yield error_event(err.code, err.text)
         except VoiceError as err:
             yield error_event(type(err).__name__, str(err))
-        except (KeyError, TypeError, ValueError) as err:
-            # wyoming's from_event() reads required fields with [] and trusts their types
-            yield error_event("malformed-event", f"bad '{event.type}' event: {type(err).__name__}: {err}")
 
     async def aclose(self) -> None:
         if self._chain is not None:
@@ -252,34 +257,34 @@ class WyomingSession:
             assert self.service.info_event is not None
             yield self.service.info_event
         elif Ping.is_type(t):
-            yield Pong(text=Ping.from_event(event).text).event()
+            yield Pong(text=_typed(Ping, event).text).event()
         elif SelectProgram.is_type(t):
-            name = SelectProgram.from_event(event).name
+            name = _typed(SelectProgram, event).name
             if name not in (PROGRAM_ASR, PROGRAM_TTS, PROGRAM_HANDLE):
                 raise RequestError("unknown-program", f"no program '{name}' (programs: {PROGRAM_ASR}, {PROGRAM_TTS}, {PROGRAM_HANDLE})")
         elif Transcribe.is_type(t):
-            self._transcribe_request(Transcribe.from_event(event))
+            self._transcribe_request(_typed(Transcribe, event))
         elif AudioStart.is_type(t):
-            self._audio_start(AudioStart.from_event(event))
+            self._audio_start(_typed(AudioStart, event))
         elif AudioChunk.is_type(t):
-            self._audio_chunk(AudioChunk.from_event(event))
+            self._audio_chunk(_typed(AudioChunk, event))
         elif AudioStop.is_type(t):
             async for out in self._audio_stop():
                 yield out
         elif Synthesize.is_type(t):
             if self._stream is None:
-                async for out in self._synthesize(Synthesize.from_event(event)):
+                async for out in self._synthesize(_typed(Synthesize, event)):
                     yield out
         elif SynthesizeStart.is_type(t):
-            self._synthesize_start(SynthesizeStart.from_event(event))
+            self._synthesize_start(_typed(SynthesizeStart, event))
         elif SynthesizeChunk.is_type(t):
-            async for out in self._synthesize_chunk(SynthesizeChunk.from_event(event)):
+            async for out in self._synthesize_chunk(_typed(SynthesizeChunk, event)):
                 yield out
         elif SynthesizeStop.is_type(t):
             async for out in self._synthesize_stop():
                 yield out
         elif Transcript.is_type(t):
-            async for out in self._handle_transcript(Transcript.from_event(event)):
+            async for out in self._handle_transcript(_typed(Transcript, event)):
                 yield out
         else:
             raise RequestError("unknown-event", f"voice wyoming does not handle '{t}' events")
