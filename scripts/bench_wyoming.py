@@ -8,7 +8,7 @@ Starts ``voice wyoming`` on a free port with the default models and runs ``wyomi
 and wyoming-faster-whisper on the same Piper voice and Whisper model, and wyoming-bench measures
 them in the same command, so the figures compare under the same load.
 
-    .venv/bin/python scripts/bench_wyoming.py [--rounds 3] [--file-mode] [--reference /tmp/wpkgs] > bench.json
+    .venv/bin/python scripts/bench_wyoming.py [--rounds 3] [--live-mode] [--reference /tmp/wpkgs] > bench.json
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reference", metavar="DIR", help="also run wyoming-piper and wyoming-faster-whisper from DIR")
-    ap.add_argument("--file-mode", action="store_true",
-                    help="also measure STT with wyoming.asr_live = false (beam search, 30 s window)")
+    ap.add_argument("--live-mode", action="store_true",
+                    help="also measure STT with wyoming.asr_live = true (greedy, short window)")
     args = ap.parse_args()
 
     from tests.conftest import speech_dir
@@ -93,14 +93,14 @@ def main() -> None:
         tts_servers.append(f"127.0.0.1:{port}")
         stt_servers.append(f"127.0.0.1:{port}")
         labels[f"127.0.0.1:{port}"] = "voice wyoming"
-        if args.file_mode:
+        if args.live_mode:
             f_port = free_port()
-            procs.append(subprocess.Popen([py, "-m", "voice", "--set", "wyoming.asr_live=false", "wyoming", "--uri",
+            procs.append(subprocess.Popen([py, "-m", "voice", "--set", "wyoming.asr_live=true", "wyoming", "--uri",
                                            f"tcp://127.0.0.1:{f_port}"],
                                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             wait_port(f_port, procs[-1])
             stt_servers.append(f"127.0.0.1:{f_port}")
-            labels[f"127.0.0.1:{f_port}"] = "voice wyoming (asr_live=false)"
+            labels[f"127.0.0.1:{f_port}"] = "voice wyoming (asr_live=true)"
         if args.reference:
             reg = registry_for(load_config(environ={}))
             voice_onnx = reg.resolve("piper-joe-medium").path

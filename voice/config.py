@@ -320,10 +320,10 @@ class WyomingConfig:
     #: Longest text of one synthesize, one synthesize stream or one transcript to handle
     #: (characters, 1-1,000,000).
     max_text_chars: int = field(default=10_000, metadata={"range": (1, 1_000_000)})
-    #: Transcribe with the live-turn settings (greedy, the asr.live_window_s encoder window):
-    #: about 3x faster. false = the file settings of `voice transcribe` (beam
-    #: asr.file_beam_size, 30 s window): fewer errors on short commands.
-    asr_live: bool = True
+    #: false: transcribe with the file settings of `voice transcribe` (beam asr.file_beam_size,
+    #: 30 s window), as accurate as wyoming-faster-whisper. true: the live-turn settings (greedy,
+    #: the asr.live_window_s window), about 2x faster with more errors on short commands.
+    asr_live: bool = False
     #: Samples per audio-chunk event sent to clients (64-65536).
     samples_per_chunk: int = field(default=1024, metadata={"range": (64, 65_536)})
     #: Seconds a client may send nothing (outside a request being answered) before it is closed
