@@ -61,7 +61,8 @@ from voice.errors import VoiceError
 log = logging.getLogger(__name__)
 
 ASR_RATE = 16000
-ATTRIBUTION = Attribution(name="voice", url="https://pypi.org/project/wyoming/")
+#: Shown by clients beside each program, model and voice; voice has no public home page to link.
+ATTRIBUTION = Attribution(name="voice", url="")
 PROGRAM_ASR = "voice-asr"
 PROGRAM_TTS = "voice-tts"
 PROGRAM_HANDLE = "voice-handle"
