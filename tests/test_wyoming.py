@@ -417,3 +417,32 @@ def test_a_bad_uri_is_one_line() -> None:
     proc = run_voice("wyoming", "--uri", "http://localhost:1")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "voice: error: wyoming.uri 'http://localhost:1': expected tcp://HOST:PORT or unix:///path/to.sock"]
+
+
+def test_a_unix_socket_works_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    from wyoming.client import AsyncUnixClient
+
+    sock = tmp_path / "voice.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "voice", "--set", "llm.embedded.model=smollm2-135m-instruct",
+                             "--set", f"general.data_dir={tmp_path / 'data'}", "wyoming", "--uri", f"unix://{sock}"],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "listening on" in line:
+            break
+    assert sock.exists(), "".join(lines)
+
+    async def describe() -> Event | None:
+        async with AsyncUnixClient(sock) as client:
+            await client.write_event(Describe().event())
+            return await client.read_event()
+
+    event = asyncio.run(describe())
+    assert event is not None and Info.is_type(event.type)
+    proc.terminate()  # SIGTERM
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in rest, rest
+    assert not sock.exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 
 from voice.commands import Subparsers, apply_flags
@@ -37,7 +39,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 print("voice wyoming: warning: the Wyoming protocol has no authentication; anyone who can"
                       f" reach {server.host}:{server.port} can use it", file=sys.stderr, flush=True)
             print(f"voice wyoming: listening on {server.uri}", file=sys.stderr, flush=True)
-            await server.serve_forever()
+            # SIGTERM (systemd, containers) stops it like Ctrl-C: clients closed, models and a
+            # unix socket file released.
+            serving = asyncio.ensure_future(server.serve_forever())
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, serving.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
 
     try:
         asyncio.run(main())
