@@ -86,6 +86,49 @@ def test_real_registry_lists_the_asr_models() -> None:
     assert tiny.size_bytes and tiny.size_bytes > 50e6
 
 
+def test_faster_whisper_names_and_short_names_resolve_to_registry_entries() -> None:
+    """Every name faster-whisper accepts (WhisperModel("tiny.en")) means one registry entry."""
+    from faster_whisper.utils import available_models
+
+    from voice.config import load_config
+    from voice.models import registry_for
+
+    reg = registry_for(load_config(environ={}))
+    for name in available_models():
+        canonical = reg.canonical(name)
+        assert canonical is not None and reg.entry(name).kind == "asr", name
+    assert reg.canonical("tiny.en") == reg.canonical("TINY.EN") == "whisper-tiny.en"
+    assert reg.canonical("base") == "whisper-base" and reg.canonical("turbo") == "whisper-large-v3-turbo"
+    assert reg.resolve("tiny.en", kind="asr").name == "whisper-tiny.en"
+    assert reg.resolve("en_US-joe-medium", kind="tts-piper").name == "piper-joe-medium"
+    assert reg.canonical("smollm2") == "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize(
+    ("typed", "suggested"),
+    [("tiny.eng", "did you mean tiny.en or tiny?"), ("whisper-bse", "did you mean whisper-base"),
+     ("en_US-joe-meduim", "did you mean en_US-joe-medium?")],
+)
+def test_a_misspelt_name_suggests_the_close_ones(typed: str, suggested: str) -> None:
+    from voice.config import load_config
+    from voice.models import registry_for
+
+    with pytest.raises(ConfigError, match=f"unknown model '{typed}': {suggested}") as err:
+        registry_for(load_config(environ={})).resolve(typed)
+    assert "\n" not in str(err.value)
+
+
+def test_an_alias_may_name_only_one_model(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(
+        '[models.one]\nkind = "asr"\naliases = ["x"]\n[models.two]\nkind = "asr"\naliases = ["X"]\n'
+    )
+    with pytest.raises(ConfigError, match="'X' names both one and two"):
+        Registry(cache_dir=tmp_path / "cache", registry_dir=tmp_path).entries()
+    (tmp_path / "a.toml").write_text('[models.one]\nkind = "asr"\naliases = "x"\n')
+    with pytest.raises(ConfigError, match="aliases must be a list"):
+        Registry(cache_dir=tmp_path / "cache", registry_dir=tmp_path).entries()
+
+
 def test_assembles_once_into_the_cache_with_a_checksum(fake_parts: dict[str, object]) -> None:
     reg = _registry(fake_parts)
     before = reg.availability("split")
@@ -188,6 +231,7 @@ def test_voice_models_lists_every_model() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["name"] for r in rows] == names
+    assert next(r for r in rows if r["name"] == "whisper-tiny.en")["aliases"] == ["tiny.en"]
     tiny = next(r for r in rows if r["name"] == "whisper-tiny.en")
     assert tiny["available"] and tiny["kind"] == "asr" and tiny["size_bytes"] > 50e6
     table = run_voice("models", "--kind", "asr")

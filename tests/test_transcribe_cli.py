@@ -92,6 +92,17 @@ def test_silence_alone_is_not_an_error(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == "\n" and proc.stderr == ""
 
 
+def test_faster_whisper_model_names_work_and_a_typo_gets_a_suggestion() -> None:
+    proc = run_voice("transcribe", "--device", "cpu", "--model", "tiny.en", "--format", "json", GO)
+    assert proc.returncode == 0, proc.stderr
+    row = _rows(proc.stdout)[0]
+    assert row["model"] == "whisper-tiny.en" and normalize(row["text"]) == "go forward ten meters"
+    proc = run_voice("transcribe", "--model", "tiny.eng", GO)
+    line = _one_error_line(proc.stderr)
+    assert proc.returncode == 2 and "unknown model 'tiny.eng': did you mean tiny.en" in line
+    assert proc.stdout == ""
+
+
 def test_unknown_model_is_one_line(tmp_path: Path) -> None:
     proc = run_voice("transcribe", "--model", "whisper-nope", JFK)
     line = _one_error_line(proc.stderr)

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "voice.commands.synth",
     "voice.commands.say",
     "voice.commands.serve",
+    "voice.commands.wyoming",
     "voice.commands.chat",
 )
 

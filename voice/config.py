@@ -329,6 +329,36 @@ class ServerConfig:
 
 
 @dataclass
+class WyomingConfig:
+    """``voice wyoming``: ASR, TTS and the chain over the Wyoming protocol (Home Assistant)."""
+
+    #: Where to listen: tcp://HOST:PORT (port 0 = any free port) or unix:///path/to.sock. The
+    #: protocol has no authentication: bind off loopback only on a network you trust.
+    uri: str = "tcp://127.0.0.1:10300"
+    #: Clients served at once (1-1024); one more gets an `error` event and is closed.
+    max_clients: int = field(default=16, metadata={"range": (1, 1024)})
+    #: Largest JSON header line plus data block of one event, in bytes (1 KiB - 16 MiB). A bigger
+    #: event gets an `error` event and is skipped; a header line past it closes the connection.
+    max_event_bytes: int = field(default=65_536, metadata={"range": (1024, 16 << 20)})
+    #: Largest binary payload (an audio chunk) of one event, in bytes (1 KiB - 64 MiB).
+    max_payload_bytes: int = field(default=1_048_576, metadata={"range": (1024, 64 << 20)})
+    #: Longest audio of one transcription, in seconds (1-3600); more gets an `error` event.
+    max_audio_s: float = field(default=120.0, metadata={"range": (1.0, 3600.0)})
+    #: Longest text of one synthesize, one synthesize stream or one transcript to handle
+    #: (characters, 1-1,000,000).
+    max_text_chars: int = field(default=10_000, metadata={"range": (1, 1_000_000)})
+    #: false: transcribe with the file settings of `voice transcribe` (beam asr.file_beam_size,
+    #: 30 s window), as accurate as wyoming-faster-whisper. true: the live-turn settings (greedy,
+    #: the asr.live_window_s window), about 2x faster with more errors on short commands.
+    asr_live: bool = False
+    #: Samples per audio-chunk event sent to clients (64-65536).
+    samples_per_chunk: int = field(default=1024, metadata={"range": (64, 65_536)})
+    #: Seconds a client may send nothing (outside a request being answered) before it is closed
+    #: (1-86400).
+    idle_timeout_s: float = field(default=300.0, metadata={"range": (1.0, 86_400.0)})
+
+
+@dataclass
 class Config:
     """The whole effective configuration."""
 
@@ -341,6 +371,7 @@ class Config:
     rag: RagConfig = field(default_factory=RagConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
 
     def data_dir(self) -> Path:
         if self.general.data_dir:

@@ -10,12 +10,17 @@ Entries live in ``models/*.toml`` (one file per kind of model). Each entry has `
 - ``{type = "hub", repo = "org/name", file = "optional.gguf"}``: a Hugging Face hub id, used
   from the local hub cache, and downloaded only when ``general.allow_download`` is on.
 
+An entry may list ``aliases``: other names people type for it (faster-whisper's ``tiny.en``,
+Piper's ``en_US-joe-medium``). Names and aliases match case-insensitively; an unknown name is an
+error that lists the close matches.
+
 A name that is not in the registry but is an existing path is used as that path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import hashlib
 import importlib.util
@@ -86,6 +91,8 @@ class ModelEntry:
     install: str | None = None
     license: str | None = None
     sources: tuple[Source, ...] = ()
+    #: Other names for this model (e.g. faster-whisper's own "tiny.en").
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,24 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _parse_aliases(raw: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a.strip() for a in raw):
+        raise ConfigError(f"{where}: aliases must be a list of names")
+    return tuple(raw)
+
+
+def _name_index(entries: dict[str, ModelEntry]) -> dict[str, str]:
+    """Lower-cased names and aliases -> registry name; one name may not mean two models."""
+    index: dict[str, str] = {}
+    for entry in entries.values():
+        for n in (entry.name, *entry.aliases):
+            key = n.strip().lower()
+            if index.get(key, entry.name) != entry.name:
+                raise ConfigError(f"model registry: '{n}' names both {index[key]} and {entry.name}")
+            index[key] = entry.name
+    return index
+
+
 def _parse_source(raw: dict[str, Any], where: str) -> Source:
     kind = raw.get("type")
     if kind not in {"path", "package", "assemble", "hub"}:
@@ -161,6 +186,8 @@ class Registry:
     allow_download: bool = False
     registry_dir: Path = field(default_factory=default_registry_dir)
     _entries: dict[str, ModelEntry] | None = None
+    #: Lower-cased name or alias -> registry name.
+    _names: dict[str, str] | None = None
 
     # ---------------------------------------------------------------- entries
     def entries(self) -> dict[str, ModelEntry]:
@@ -188,19 +215,42 @@ class Registry:
                         install=raw.get("install"),
                         license=raw.get("license"),
                         sources=tuple(_parse_source(s, where) for s in raw.get("sources", [])),
+                        aliases=_parse_aliases(raw.get("aliases", []), where),
                     )
+            self._names = _name_index(entries)
             self._entries = entries
         return self._entries
 
-    def entry(self, name: str) -> ModelEntry:
-        try:
-            return self.entries()[name]
-        except KeyError:
-            known = ", ".join(sorted(self.entries())) or "none"
-            raise ConfigError(
-                f"unknown model '{name}': not in the registry and not an existing path"
-                f" (known: {known})"
-            ) from None
+    def canonical(self, name: str) -> str | None:
+        """The registry name for ``name`` (a name or an alias, any case), or None."""
+        self.entries()
+        assert self._names is not None
+        return self._names.get(name.strip().lower())
+
+    def entry(self, name: str, kind: str | None = None) -> ModelEntry:
+        """The entry for a name or alias; an unknown name lists the close matches (of ``kind``)."""
+        canonical = self.canonical(name)
+        if canonical is not None:
+            return self.entries()[canonical]
+        raise ConfigError(self._unknown_message(name, kind))
+
+    def _unknown_message(self, name: str, kind: str | None) -> str:
+        entries = [e for e in self.entries().values() if kind is None or e.kind == kind]
+        typed = {n.lower(): e.name for e in entries for n in (e.name, *e.aliases)}
+        spelled = {n.lower(): n for e in entries for n in (e.name, *e.aliases)}
+        close: list[str] = []  # the closest spelling of each model, at most three models
+        for match in difflib.get_close_matches(name.strip().lower(), list(typed), n=9, cutoff=0.6):
+            if typed[match] not in (typed[c] for c in close) and len(close) < 3:
+                close.append(match)
+        known = ", ".join(
+            e.name + (f" ({', '.join(e.aliases)})" if e.aliases else "") for e in sorted(entries, key=lambda e: e.name)
+        ) or "none"
+        if close:
+            return (
+                f"unknown model '{name}': did you mean {' or '.join(spelled[c] for c in close)}?"
+                " (`voice models` lists every name)"
+            )
+        return f"unknown model '{name}': not in the registry and not an existing path (known: {known})"
 
     def names(self, kind: str | None = None) -> list[str]:
         return sorted(n for n, e in self.entries().items() if kind is None or e.kind == kind)
@@ -212,12 +262,11 @@ class Registry:
         Raises ``ModelNotAvailable`` with install advice when no source works, and
         ``ConfigError`` for a name that is neither registered nor a path.
         """
-        if name_or_path not in self.entries():
+        if self.canonical(name_or_path) is None:
             p = Path(name_or_path).expanduser()
             if p.exists():
                 return Resolved(name_or_path, p.resolve(), f"path {p}")
-            self.entry(name_or_path)  # raises the unknown-name error
-        entry = self.entry(name_or_path)
+        entry = self.entry(name_or_path, kind)  # an unknown name: the error lists close matches
         if kind is not None and entry.kind != kind:
             raise ConfigError(f"model '{entry.name}' is a {entry.kind} model, not a {kind} model")
         tried: list[str] = []

@@ -1,4 +1,4 @@
-"""``voice models``: every registered model, where it would load from, and whether it is here."""
+"""``voice models``: every registered model, its other names, where it would load from, and whether it is here."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         for a in rows:
             print(json.dumps({
-                "name": a.entry.name, "kind": a.entry.kind, "available": a.available,
+                "name": a.entry.name, "aliases": list(a.entry.aliases), "kind": a.entry.kind,
+                "available": a.available,
                 "source": a.source, "path": str(a.path) if a.path else None,
                 "size_bytes": a.size_bytes, "note": a.note, "description": a.entry.description,
             }))
@@ -47,11 +48,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from rich.table import Table
 
     table = Table(title="voice models")
-    for col in ("name", "kind", "available", "loads from", "size", "note"):
+    for col in ("name", "also", "kind", "available", "loads from", "size", "note"):
         table.add_column(col)
     for a in rows:
         table.add_row(
-            a.entry.name, a.entry.kind, "yes" if a.available else "[red]no[/red]",
+            a.entry.name, ", ".join(a.entry.aliases), a.entry.kind, "yes" if a.available else "[red]no[/red]",
             a.source, _size(a.size_bytes), a.note,
         )
     Console(width=160).print(table)

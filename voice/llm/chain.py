@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -245,13 +246,26 @@ class ExternalChain(_Base):
     It receives a dict: ``input``/``question`` (the user's text), ``history`` (chat messages),
     ``context`` (retrieved passages as text with sources) and ``passages`` (the objects). String
     chunks, or chunks with a ``content``/``text`` attribute, are streamed out.
+
+    ``obj`` may instead be a :class:`ChainFactory` (``llm.chain`` names a function taking
+    ``(cfg, endpoint)``): it is built on the first answer, once the endpoint is known (the
+    embedded llama.cpp server started), so a LangChain chat model can point at it.
     """
 
     def __init__(self, obj: Any, cfg: Any, *, kb: Any, runtime: LlmRuntime, owns_runtime: bool) -> None:
         super().__init__(cfg, kb, runtime, owns_runtime)
         self.obj = obj
 
+    async def start(self) -> Endpoint:
+        """Resolve the endpoint now (starting the embedded server) and build a deferred chain."""
+        ep = await self.runtime.endpoint(self.cfg)
+        if isinstance(self.obj, ChainFactory):
+            self.obj = self.obj.build(self.cfg, ep)
+        return ep
+
     async def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]:
+        if isinstance(self.obj, ChainFactory):
+            await self.start()
         passages = await self.retrieve(user_text)
         self.last_sources = list(passages)
         history = self.memory.history_before(turn_id)
@@ -292,8 +306,54 @@ def _chunk_text(chunk: Any) -> str:
     return ""
 
 
+class ChainFactory:
+    """A ``(cfg, endpoint) -> chain`` function from ``llm.chain``, built when the endpoint is known."""
+
+    def __init__(self, spec: str, fn: Any) -> None:
+        self.spec = spec
+        self.fn = fn
+
+    def build(self, cfg: Any, endpoint: Endpoint) -> Any:
+        try:
+            obj = self.fn(cfg, endpoint)
+        except Exception as err:  # noqa: BLE001 - a factory that fails is a config problem here
+            raise ConfigError(f"llm.chain = {self.spec!r}: calling it with (cfg, endpoint) failed ({err})") from None
+        return _check_chain(self.spec, obj, what=f"what {self.spec} returned")
+
+
+_EXPECTED = (
+    "expected a LangChain Runnable (or any object whose astream(payload) yields text), or a function"
+    " taking (cfg) or (cfg, endpoint) that returns one"
+)
+
+
+def _binds(fn: Any, *args: Any) -> bool:
+    try:
+        inspect.signature(fn).bind(*args)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): let the call decide
+        return True
+    return True
+
+
+def _check_chain(spec: str, obj: Any, *, what: str) -> Any:
+    """``obj`` if it can stream a payload: an ``astream`` method that takes one argument."""
+    astream = getattr(obj, "astream", None)
+    if astream is None:
+        raise ConfigError(f"llm.chain = {spec!r}: {what} is a {type(obj).__name__} with no astream method; {_EXPECTED}")
+    if not callable(astream) or not _binds(astream, {}):
+        raise ConfigError(f"llm.chain = {spec!r}: {what} has an astream that cannot take one payload dict; {_EXPECTED}")
+    return obj
+
+
 def load_chain_object(spec: str, cfg: Any) -> Any:
-    """Import ``module:attribute``; a factory without ``astream`` is called with ``cfg``."""
+    """Import ``module:attribute``: a chain (has ``astream``), or a factory.
+
+    A factory taking ``(cfg)`` is called now; one taking ``(cfg, endpoint)`` comes back as a
+    :class:`ChainFactory`, called once the endpoint is known. Anything else is a ConfigError
+    that says what was found and what is expected.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"llm.chain = {spec!r}: expected 'module:attribute'")
@@ -307,14 +367,20 @@ def load_chain_object(spec: str, cfg: Any) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigError(f"llm.chain = {spec!r}: {module_name} has no attribute {attr}") from None
-    if not hasattr(obj, "astream") and callable(obj):
+    if hasattr(obj, "astream"):
+        return _check_chain(spec, obj, what=attr)
+    if not callable(obj):
+        raise ConfigError(f"llm.chain = {spec!r}: {attr} is a {type(obj).__name__} with no astream method; {_EXPECTED}")
+    if _binds(obj, cfg, None):
+        return ChainFactory(spec, obj)
+    if _binds(obj, cfg):
         try:
-            obj = obj(cfg)
+            made = obj(cfg)
         except Exception as err:  # noqa: BLE001 - a factory that fails is a config problem here
             raise ConfigError(f"llm.chain = {spec!r}: calling it with the config failed ({err})") from None
-    if not hasattr(obj, "astream"):
-        raise ConfigError(f"llm.chain = {spec!r} has no astream method")
-    return obj
+        return _check_chain(spec, made, what=f"what {attr}(cfg) returned")
+    raise ConfigError(f"llm.chain = {spec!r}: {attr} has no astream method and takes neither (cfg) nor"
+                      f" (cfg, endpoint); {_EXPECTED}")
 
 
 def create_chain(cfg: Any, kb: Any = None, app: Any = None, **kwargs: Any) -> LlmChain | ExternalChain:

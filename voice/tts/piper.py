@@ -65,12 +65,13 @@ class PiperEngine:
         """The .onnx file for a registry name or path; ConfigError/InputError when unusable."""
         name = voice or self.default_voice
         path = Path(name).expanduser()
-        if name not in self._registry.entries() and not path.exists():
+        registered = self._registry.canonical(name) is not None
+        if not registered and not path.exists():
             if name.endswith(".onnx") or "/" in name:
                 raise InputError(f"Piper voice file {name} does not exist")
             known = ", ".join(self._registry.names(KIND)) or "none"
             raise ConfigError(f"unknown Piper voice {name!r} (registered: {known}; or give a .onnx path)")
-        resolved = self._registry.resolve(name, kind=KIND if name in self._registry.entries() else None)
+        resolved = self._registry.resolve(name, kind=KIND if registered else None)
         onnx = resolved.path
         if onnx.is_dir():
             found = sorted(onnx.glob("*.onnx"))
