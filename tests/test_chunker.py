@@ -7,7 +7,7 @@ import random
 import pytest
 
 from voice.config import ChunkerConfig
-from voice.tts.chunker import SpeechChunker, clean_for_speech, split_sentences
+from voice.tts.chunker import SpeechChunker, cap_length, clean_for_speech, split_sentences, utterances
 
 
 def run(text: str, step: int | None = None, cfg: ChunkerConfig | None = None) -> tuple[list[str], list[str]]:
@@ -237,3 +237,53 @@ def test_empty_and_whitespace_deltas() -> None:
     assert c.feed("   ") == []
     assert c.feed("\n\n") == []
     assert c.flush() == []
+
+
+# ----------------------------------------------------------------------------- length caps
+
+
+def test_cap_length_prefers_a_clause_then_a_word_then_cuts_hard() -> None:
+    text = "one two three four five, six seven eight nine ten eleven twelve thirteen fourteen"
+    pieces = cap_length(text, 40)
+    assert pieces[0] == "one two three four five,"  # the clause end, not the last word that fits
+    assert all(len(p) <= 40 for p in pieces) and " ".join(pieces) == text
+    words = " ".join(f"w{i:04d}" for i in range(500))  # no punctuation at all
+    pieces = cap_length(words, 60)
+    assert all(55 <= len(p) <= 60 for p in pieces[:-1]) and " ".join(pieces) == words
+    giant = "x" * 1000  # one "word" longer than the limit
+    pieces = cap_length(giant, 300)
+    assert [len(p) for p in pieces] == [300, 300, 300, 100] and "".join(pieces) == giant
+    assert cap_length("short.", 300) == ["short."]
+
+
+def test_an_early_clause_does_not_make_a_tiny_piece() -> None:
+    text = "Well, " + " ".join(["word"] * 30)
+    assert len(cap_length(text, 60)[0]) > 50  # the comma at 5 is under a third of the window
+
+
+def test_utterances_bound_every_piece_of_a_long_unpunctuated_text() -> None:
+    rng = random.Random(7)
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "small", "birds", "sing"]
+    text = " ".join(rng.choice(words) for _ in range(4000)) + "."  # ~20,000 characters, one period
+    assert len(split_sentences(text)) == 1
+    pieces = utterances("Hello there. " + text, 300)
+    assert pieces[0] == "Hello there."
+    assert all(len(p) <= 300 for p in pieces) and len(pieces) > len(text) // 300
+    assert " ".join(pieces[1:]) == text
+
+
+def test_response_cap_drops_the_rest_at_a_sentence_boundary(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = ChunkerConfig(max_response_chars=200)
+    sentences = [f"This is sentence number {i} of a long answer." for i in range(40)]
+    c = SpeechChunker(cfg)
+    pieces: list[str] = []
+    with caplog.at_level("WARNING", logger="voice.tts.chunker"):
+        for s in sentences:
+            pieces += c.feed(s + " ")
+        assert c.truncated
+        assert c.feed("More text that must not be kept. ") == []
+        pieces += c.flush()
+    assert 150 < sum(len(p) + 1 for p in pieces) <= 201
+    assert " ".join(pieces) == " ".join(sentences[: len(pieces)])  # whole sentences, in order
+    assert [r.getMessage() for r in caplog.records if "max_response_chars = 200" in r.getMessage()]
+    assert not c.truncated and c.feed("A new reply starts fresh. ") == ["A new reply starts fresh."]

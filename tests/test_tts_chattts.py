@@ -55,6 +55,17 @@ async def test_streams_sentences_in_order_at_24k(chat_cfg):
     assert times[0] < 0.7 * total
 
 
+async def test_an_unpunctuated_text_is_synthesized_in_capped_pieces(chat_cfg):
+    """tts.max_sentence_chars holds for ChatTTS too (the same utterances() as Piper's)."""
+    chat_cfg.tts.max_sentence_chars = 40
+    engine = create_engine(chat_cfg)
+    await engine.load()
+    text = " ".join(["one two three four five six seven"] * 4)  # 135 characters, no punctuation
+    chunks, _, _ = await _collect(engine, text)
+    said = [c.text for c in chunks if c.text]
+    assert len(said) == 4 and all(len(t) <= 40 for t in said) and " ".join(said) == text
+
+
 async def test_cancel_between_chunks_stops_the_reply(chat_cfg):
     engine = create_engine(chat_cfg)
     await engine.load()

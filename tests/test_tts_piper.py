@@ -86,8 +86,9 @@ def test_expressive_engine_without_gpu_or_package_falls_back(tts_cfg, caplog: py
     assert any("using piper instead" in r.getMessage() for r in caplog.records)
 
 
-def test_missing_package_without_fallback_says_how_to_install(tts_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An engine module whose package is absent: ModelNotAvailable naming the install command."""
+def test_missing_package_says_how_to_install_even_with_fallback(tts_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine module whose package is absent: ModelNotAvailable naming the install command,
+    never a silent Piper (tts.fallback_to_piper is for a missing GPU, not a missing package)."""
     import copy
     import sys
     import types
@@ -103,7 +104,21 @@ def test_missing_package_without_fallback_says_how_to_install(tts_cfg, monkeypat
     with pytest.raises(ModelNotAvailable, match=r"'fake' is not installed; install it with: pip install 'voice\[fake\]'"):
         create_engine(cfg, "fake")
     cfg.tts.fallback_to_piper = True
-    assert create_engine(cfg, "fake").name == "piper"
+    cfg.tts.device = "auto"
+    with pytest.raises(ModelNotAvailable, match="install it with"):
+        create_engine(cfg, "fake")
+
+
+def test_phoneme_runs_cut_between_words_or_hard() -> None:
+    from voice.tts.piper import phoneme_runs
+
+    words = list("hə lˈoʊ wˈɜːld ") * 50  # 750 phonemes, a space every 5 or so
+    runs = phoneme_runs(words, 400)
+    assert len(runs) == 2 and all(len(r) <= 400 for r in runs)
+    assert runs[0][-1] == " " and sum(runs, []) == words
+    giant = ["a"] * 1000
+    assert [len(r) for r in phoneme_runs(giant, 400)] == [400, 400, 200]
+    assert phoneme_runs([" ", " "], 400) == []
 
 
 # ----------------------------------------------------------------------------- round trip

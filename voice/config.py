@@ -121,6 +121,12 @@ class PiperConfig:
     noise_w_scale: float | None = field(default=None, metadata={"range": (0.0, 2.0)})
     #: ONNX Runtime threads per loaded voice; 0 = its default (all cores); at most 1024.
     threads: int = field(default=0, metadata={"range": (0, 1024)})
+    #: Most phonemes Piper synthesizes in one call: a longer piece is split between words.
+    #: Characters do not bound phonemes ("$999,999,999" is 12 characters and 60 phonemes: 300
+    #: characters of such text make 1,511), and memory follows phonemes (about 1.3 MB each).
+    #: 400: a 300-character piece of ordinary words (~350 phonemes) stays whole; 300 characters
+    #: of "$999,999,999" peaked at 1,658 MB in one call, at 570 MB with this cap.
+    max_phonemes: int = field(default=400, metadata={"range": (20, 10_000)})
 
 
 @dataclass
@@ -183,6 +189,11 @@ class ChunkerConfig:
     min_chars: int = field(default=40, metadata={"range": (1, 100000)})
     #: A piece is cut at a word boundary once it grows past this many characters; 10 to 100000.
     max_chars: int = field(default=300, metadata={"range": (10, 100000)})
+    #: Most characters of one answer that are spoken (after markdown cleanup; the text itself is
+    #: still shown in full). The piece that would cross it and everything after are dropped, with
+    #: a warning in the log: an answer is cut at a sentence boundary (or where max_chars cut an
+    #: over-long one). 4000 characters is about 4 minutes of speech.
+    max_response_chars: int = field(default=4000, metadata={"range": (1, None)})
 
 
 @dataclass
@@ -196,6 +207,20 @@ class TtsConfig:
     fallback_to_piper: bool = True
     #: Speed factor (1.0 = normal); 0.25 to 4.
     speed: float = field(default=1.0, metadata={"range": (0.25, 4.0)})
+    #: Longest piece of text any engine synthesizes in one call (characters): a longer sentence
+    #: is split at a clause boundary, else between words, else hard (one giant "word"). The
+    #: memory of one call grows with its audio: Piper (joe-medium, CPU) peaks at about 150 MB +
+    #: 1.3 MB per phoneme, i.e. 520 MB RSS for 300 characters of words, 720 MB for 400, 1.3 GB for
+    #: 800 (24 GB for 15,000 without this cap). At speed 0.5 the audio, and the figure, doubles.
+    #: 300 leaves 99.7 % of the sentences in this README and docs and ~90 % of those in legal
+    #: prose (GPL, Apache licences) whole, and matches tts.chunker.max_chars.
+    max_sentence_chars: int = field(default=300, metadata={"range": (20, 5000)})
+    #: Longest text `voice say` takes (characters, argument or stdin); longer is an error (exit 2).
+    #: 50,000 characters is about 55 minutes of speech.
+    max_say_chars: int = field(default=50_000, metadata={"range": (1, None)})
+    #: Longest text of one `voice synth` row (characters): a longer row fails with this reason
+    #: in the manifest, the other rows finish.
+    max_synth_row_chars: int = field(default=50_000, metadata={"range": (1, None)})
     piper: PiperConfig = field(default_factory=PiperConfig)
     chattts: ChatTTSConfig = field(default_factory=ChatTTSConfig)
     chatterbox: ChatterboxConfig = field(default_factory=ChatterboxConfig)

@@ -2,7 +2,8 @@
 
 Input rows come from .txt (one utterance a line), .csv or .jsonl (fields ``id``, ``text``,
 optional ``engine``, ``voice``, ``speed``), or stdin. Each row becomes ``OUTDIR/<id>.<fmt>``
-and one line in ``OUTDIR/manifest.jsonl``.
+and one line in ``OUTDIR/manifest.jsonl``. A row's text is cleaned as ``voice say``'s (no
+markdown, code or emoji read aloud) and may hold at most ``tts.max_synth_row_chars``.
 
 Crash safety: audio files are written to a temp file and renamed; the main process appends one
 manifest line per finished row (flushed at once). A re-run reads the manifest, skips rows that
@@ -292,35 +293,30 @@ class _Worker:
                 raise InputError(row.error)
             if not row.text.strip():
                 raise InputError("empty text")
+            limit = self.cfg.tts.max_synth_row_chars
+            if len(row.text) > limit:
+                raise InputError(f"the text is {len(row.text):,} characters, over tts.max_synth_row_chars"
+                                 f" = {limit:,}")
+            from voice.tts.chunker import clean_for_speech
+
+            text = clean_for_speech(row.text)  # as `voice say`: no markup, code or emoji read aloud
+            if not text:
+                raise InputError("nothing speakable in the text")
             engine = self.engine(engine_name)
             engine_name = engine.name
             t0 = time.perf_counter()  # synthesis time, without the one-off engine load
             voice = voice or getattr(engine, "default_voice", None)
-            audio, rate = self.loop.run_until_complete(self._synth(engine, row, voice))
-            if len(audio) == 0:
-                raise InputError("nothing speakable in the text")
-            from voice.audio.files import write_audio
+            from voice.tts.base import synthesize_to_file
 
             name = f"{row.id}.{fmt}"
-            write_audio(Path(outdir) / name, audio, rate, format=fmt)
-            return Result(row.id, name, engine_name, voice, round(len(audio) / rate, 3),
+            seconds, _ = self.loop.run_until_complete(
+                synthesize_to_file(engine, text, Path(outdir) / name, format=fmt, voice=voice, speed=row.speed))
+            return Result(row.id, name, engine_name, voice, round(seconds, 3),
                           round(time.perf_counter() - t0, 3), "ok", key=key)
         except Exception as err:  # noqa: BLE001 - a bad row is reported, the others go on
             msg = str(err) if isinstance(err, VoiceError) else f"{type(err).__name__}: {err}"
             return Result(row.id, None, engine_name, voice, 0.0, round(time.perf_counter() - t0, 3),
                           "error", msg.strip().splitlines()[0] if msg.strip() else type(err).__name__, key=key)
-
-    @staticmethod
-    async def _synth(engine: TTSEngine, row: Row, voice: str | None) -> tuple[Any, int]:
-        import numpy as np
-
-        parts = []
-        rate = engine.sample_rate
-        async for chunk in engine.stream(row.text, voice=voice, speed=row.speed):
-            parts.append(chunk.audio)
-            rate = chunk.sample_rate
-        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        return audio, rate
 
 
 _worker: _Worker | None = None  # per worker process (ProcessPoolExecutor needs process state)

@@ -8,7 +8,9 @@ which covers MP3, Opus and most containers. MP3 never goes to libsndfile: its li
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,20 @@ def write_audio(
 
     The format comes from ``format`` ("wav", "flac", "ogg") or else the file suffix.
     """
+    with audio_writer(path, sample_rate, format) as write:
+        write(audio)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def audio_writer(
+    path: str | os.PathLike[str],
+    sample_rate: int,
+    format: str | None = None,
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """``write(piece)`` float32 audio piece by piece into one file, atomically as
+    :func:`write_audio` (memory stays one piece, whatever the length); an error inside the
+    block leaves no file."""
     p = Path(path)
     fmt = (format or "").upper() or WRITE_FORMATS.get(p.suffix.lower())
     if fmt not in WRITE_FORMATS.values():
@@ -131,11 +147,10 @@ def write_audio(
         raise InputError(f"{p}: cannot write format {format or p.suffix or '(none)'} (known: {known})")
     import soundfile as sf
 
-    data = np.asarray(audio, dtype=np.float32)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{p}: folder {parent} does not exist")
-    with atomic_write(p) as fh:
-        subtype = "PCM_16" if fmt in ("WAV", "FLAC") else None
-        sf.write(fh, data, sample_rate, format=fmt, subtype=subtype)
-    return p
+    subtype = "PCM_16" if fmt in ("WAV", "FLAC") else None
+    with atomic_write(p) as fh, sf.SoundFile(fh, "w", samplerate=sample_rate, channels=1, format=fmt,
+                                             subtype=subtype) as snd:
+        yield lambda audio: snd.write(np.asarray(audio, dtype=np.float32))

@@ -24,11 +24,16 @@ def register(sub: Subparsers) -> None:
 async def _speak(cfg: Config, text: str) -> None:
     from voice.audio.io import play
     from voice.tts import create_engine
+    from voice.tts.chunker import SpeechChunker
 
+    # The chunker, as in `voice chat`: no markdown read aloud, at most max_response_chars.
+    chunker = SpeechChunker(cfg.tts.chunker)
+    pieces = chunker.feed(text) + chunker.flush()
     engine = create_engine(cfg)
     await engine.load()
-    async for chunk in engine.stream(text):
-        await play(chunk.audio, chunk.sample_rate, device=cfg.audio.output_device)
+    for piece in pieces:
+        async for chunk in engine.stream(piece):
+            await play(chunk.audio, chunk.sample_rate, device=cfg.audio.output_device)
 
 
 async def ask(cfg: Config, question: str, kb: Any, *, speak: bool = False, out: Any = None) -> str:

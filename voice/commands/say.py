@@ -24,12 +24,22 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from voice.errors import InputError
+    from voice.tts.chunker import clean_for_speech
 
     apply_flags(cfg, {"tts.engine": args.engine, "tts.voice": args.voice, "tts.speed": args.speed,
                       "audio.output_device": args.output_device})
-    text = args.text if args.text not in (None, "-") else sys.stdin.read()
+    limit = cfg.tts.max_say_chars
+    # Read one character past the limit, never an unbounded stdin.
+    text = args.text if args.text not in (None, "-") else sys.stdin.read(limit + 1)
     if not text or not text.strip():
         raise InputError("nothing to say: give the text as an argument or on stdin")
+    if len(text) > limit:
+        size = f"{len(text):,} characters" if args.text not in (None, "-") else f"over {limit:,} characters"
+        raise InputError(f"the text is {size}; voice say takes at most {limit:,} (tts.max_say_chars)")
+    # The same cleanup as spoken answers: no markdown, code blocks, URLs or emoji read aloud.
+    text = clean_for_speech(text)
+    if not text:
+        raise InputError("nothing speakable in the text (only code, links, emoji or markup)")
     if args.output:
         out = Path(args.output).expanduser()
         if out.suffix.lower() not in (".wav", ".flac"):
@@ -40,27 +50,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def _say(cfg: Config, text: str, output: str | None) -> int:
-    import numpy as np
-
-    from voice.tts.base import create_engine
+    from voice.tts.base import create_engine, synthesize_to_file
 
     engine = create_engine(cfg)
     await engine.load()
     if output:
-        from voice.audio.files import write_audio
-
-        parts: list[np.ndarray] = []
-        rate = engine.sample_rate
-        async for chunk in engine.stream(text):
-            parts.append(chunk.audio)
-            rate = chunk.sample_rate
-        if not parts:
-            from voice.errors import InputError
-
-            raise InputError("nothing speakable in the text")
-        audio = np.concatenate(parts)
-        write_audio(output, audio, rate)
-        print(f"{output}: {len(audio) / rate:.2f} s, {rate} Hz, engine {engine.name}", file=sys.stderr)
+        seconds, rate = await synthesize_to_file(engine, text, output)
+        print(f"{output}: {seconds:.2f} s, {rate} Hz, engine {engine.name}", file=sys.stderr)
         return 0
     from voice.audio.io import Speaker
 

@@ -14,14 +14,17 @@ Engine modules (``voice.tts.<name>``) must import nothing heavy at module level 
 
 ``create_engine(cfg, name)`` picks the module by name, checks the package, picks the device
 through :func:`voice.devices.choose`, and falls back to Piper with a warning when an expressive
-engine has no working GPU (``tts.device = "auto"``) or is not installed, if
-``tts.fallback_to_piper`` is on.
+engine has no working GPU (``tts.device = "auto"``), if ``tts.fallback_to_piper`` is on. An
+engine that is not installed is never replaced: ModelNotAvailable with the install command
+(exit 3), whether it was named by ``--engine``, a synth row or ``tts.engine``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from voice.devices import DeviceChoice, choose, probe_for
-from voice.errors import ConfigError, ModelNotAvailable
+from voice.errors import ConfigError, InputError, ModelNotAvailable
 
 if TYPE_CHECKING:
     from voice.config import Config
@@ -160,12 +163,6 @@ def create_engine(cfg: Config, name: str | None = None) -> TTSEngine:
         else mod.missing_dependency()  # type: ignore[attr-defined]
     )
     if missing or mod is None:
-        if info.expressive and cfg.tts.fallback_to_piper and info.name != "piper":
-            log.warning(
-                "TTS engine %s is not installed (%s); using piper instead (tts.fallback_to_piper)",
-                info.name, missing,
-            )
-            return create_engine(cfg, "piper")
         raise ModelNotAvailable(
             f"TTS engine {info.name!r} is not installed; install it with: {missing}"
         )
@@ -216,3 +213,30 @@ async def synthesize(
     if not parts:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+async def synthesize_to_file(
+    engine: TTSEngine,
+    text: str,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    voice: str | None = None,
+    speed: float | None = None,
+) -> tuple[float, int]:
+    """Speak ``text`` into an audio file, chunk by chunk (memory stays one chunk however long
+    the text), written atomically; returns (seconds, sample rate). No audio: InputError, no file."""
+    from voice.audio.files import audio_writer
+
+    with contextlib.ExitStack() as stack:
+        write = None
+        samples, rate = 0, engine.sample_rate
+        async for chunk in engine.stream(text, voice=voice, speed=speed):
+            if write is None:
+                rate = chunk.sample_rate
+                write = stack.enter_context(audio_writer(path, rate, format))
+            write(chunk.audio)
+            samples += len(chunk.audio)
+        if write is None or samples == 0:
+            raise InputError("nothing speakable in the text")
+    return samples / rate, rate

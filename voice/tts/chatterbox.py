@@ -32,7 +32,7 @@ from voice.devices import DeviceChoice
 from voice.errors import ConfigError, InputError, ModelNotAvailable
 from voice.models import registry_for
 from voice.tts.base import AudioChunk, CancelToken
-from voice.tts.chunker import split_sentences
+from voice.tts.chunker import utterances
 
 if TYPE_CHECKING:
     from voice.config import Config
@@ -413,7 +413,7 @@ class ChatterboxEngine:
         async with self._busy:
             await asyncio.to_thread(self._use_voice, model, voice)
             index = 0
-            for sentence in split_sentences(text):
+            for sentence in utterances(text, self.cfg.tts.max_sentence_chars):
                 if cancel is not None and cancel.cancelled:
                     return
                 audio = await asyncio.to_thread(self._generate, model, sentence)

@@ -36,7 +36,7 @@ from voice.devices import DeviceChoice
 from voice.errors import ConfigError, InputError, ModelNotAvailable
 from voice.models import registry_for
 from voice.tts.base import AudioChunk, CancelToken
-from voice.tts.chunker import split_sentences
+from voice.tts.chunker import utterances
 
 if TYPE_CHECKING:
     from voice.config import Config
@@ -316,7 +316,7 @@ class ChatTTSEngine:
             self._busy = asyncio.Lock()
         index = 0
         async with self._busy:
-            for sentence in split_sentences(text):
+            for sentence in utterances(text, self.cfg.tts.max_sentence_chars):
                 if cancel is not None and cancel.cancelled:
                     return
                 pieces = self._pieces(chat, sentence, code, refine)

@@ -7,7 +7,11 @@
   joined); a piece that grows past ``max_chars`` is cut at a clause boundary or between words.
 - What should not be read aloud is dropped or rewritten: markdown emphasis, headers, links
   (-> their text), images, code fences and long inline code, URLs, emoji, list markers,
-  table pipes, HTML tags.
+  table pipes, HTML tags (:func:`clean_for_speech` does the same for a whole text: ``voice say``,
+  ``voice synth``).
+- :func:`utterances` is what every engine synthesizes: sentences, none longer than
+  ``tts.max_sentence_chars`` (split at a clause, else a word boundary, else hard).
+- ``max_response_chars`` caps what one reply speaks: later pieces are dropped with a warning.
 
 A boundary counts only once the whitespace after it has arrived, so "3." + "14" or "Dr." +
 " Smith" never split early. Unfinished markdown (an open ``**``, ``[``, backtick) is held
@@ -16,10 +20,13 @@ back until it closes or the line ends.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 from voice.config import ChunkerConfig
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- cleaning
 
@@ -172,6 +179,43 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
+def cut_point(text: str, limit: int, floor: int = 1) -> int:
+    """Where to cut ``text`` (longer than ``limit``) so the head fits: the last sentence end,
+    else the last clause end, in ``[floor, limit]``; else the last space; else ``limit``."""
+    text = text[: limit + 1]  # a boundary at ``limit`` needs the whitespace after it
+    for ends in (sentence_ends(text), clause_ends(text)):
+        fits = [e for e in ends if floor <= e <= limit]
+        if fits:
+            return fits[-1]
+    space = text.rfind(" ", 0, limit + 1)
+    return space if space > 0 else limit
+
+
+def cap_length(text: str, limit: int) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut where :func:`cut_point` says
+    (a clause boundary in the second half or third of the window is preferred to a word boundary)."""
+    out: list[str] = []
+    text = text.strip()
+    while len(text) > limit:
+        cut = cut_point(text, limit, floor=max(1, limit // 3))
+        head = text[:cut].strip()
+        if head:
+            out.append(head)
+        text = text[cut:].lstrip()
+    if text:
+        out.append(text)
+    return out
+
+
+def utterances(text: str, max_chars: int) -> list[str]:
+    """What an engine synthesizes, one call each: sentences, none longer than ``max_chars``.
+
+    Every engine goes through this (``tts.max_sentence_chars``): the memory of one synthesis
+    call grows with the audio it makes, so an unpunctuated text must not become one call.
+    """
+    return [piece for sentence in split_sentences(text) for piece in cap_length(sentence, max_chars)]
+
+
 def _mask(text: str, pattern: re.Pattern[str]) -> str:
     return pattern.sub(lambda m: "x" * len(m.group(0)), text)
 
@@ -224,11 +268,14 @@ class SpeechChunker:
         self._line = _Line()
         self._in_fence = False
         self._emitted = 0
+        self._spoken = 0  # characters emitted, for max_response_chars
+        #: The reply reached ``max_response_chars``: later text is dropped, not spoken.
+        self.truncated = False
 
     # -------------------------------------------------------------- public
     def feed(self, delta: str) -> list[str]:
         """Add a text delta; return the pieces that are ready to speak (maybe none)."""
-        if not delta:
+        if not delta or self.truncated:
             return []
         parts = delta.split("\n")
         for i, part in enumerate(parts):
@@ -240,8 +287,10 @@ class SpeechChunker:
 
     def flush(self) -> list[str]:
         """The reply is complete: everything left, as pieces. The chunker is reset."""
-        self._end_line(final=True)
-        pieces = self._pieces(final=True)
+        pieces: list[str] = []
+        if not self.truncated:
+            self._end_line(final=True)
+            pieces = self._pieces(final=True)
         self.reset()
         return pieces
 
@@ -314,7 +363,22 @@ class SpeechChunker:
             self._text = ""
             if rest:
                 out.append(rest)
-        return [p for p in out if any(c.isalnum() for c in p)]
+        return self._within_budget([p for p in out if any(c.isalnum() for c in p)])
+
+    def _within_budget(self, pieces: list[str]) -> list[str]:
+        """The pieces that fit in ``max_response_chars``; the first that does not ends the reply."""
+        limit = self.cfg.max_response_chars
+        for n, piece in enumerate(pieces):
+            if self._spoken + len(piece) > limit:
+                self.truncated = True
+                self._text = ""
+                log.warning(
+                    "the answer is longer than tts.chunker.max_response_chars = %d characters:"
+                    " the rest is not spoken", limit,
+                )
+                return pieces[:n]
+            self._spoken += len(piece) + 1
+        return pieces
 
     def _next_piece(self) -> str | None:
         text = self._text
@@ -336,11 +400,4 @@ class SpeechChunker:
         return piece
 
     def _overflow_cut(self, text: str) -> int:
-        limit = self.cfg.max_chars
-        floor = max(1, self.cfg.min_first_chars)
-        for ends in (sentence_ends(text), clause_ends(text)):
-            fits = [e for e in ends if floor <= e <= limit]
-            if fits:
-                return fits[-1]
-        space = text.rfind(" ", 0, limit + 1)
-        return space if space > 0 else limit
+        return cut_point(text, self.cfg.max_chars, floor=max(1, self.cfg.min_first_chars))

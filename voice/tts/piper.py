@@ -3,6 +3,13 @@
 Voices are registry names (kind ``tts-piper``) or paths to a ``.onnx`` file with its
 ``.onnx.json`` beside it. Each voice loads once per engine, on first use; synthesis runs one
 sentence at a time in a worker thread, and ``cancel`` is checked between sentences.
+
+Memory: one ONNX call turns a phoneme sequence into all of its audio at once, and the tensors
+of the HiFi-GAN decoder (256 channels at the frame rate, up-sampled 8x8x4 to 32 channels at
+the sample rate, three residual blocks per stage) scale with that audio: ~22 MB per second of
+speech, ~1.3 MB per phoneme. So each call is bounded twice: ``tts.max_sentence_chars`` (for
+every engine, :func:`voice.tts.chunker.utterances`) and ``tts.piper.max_phonemes`` here,
+because digits, symbols and currency expand several-fold from characters to phonemes.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from voice.devices import DeviceChoice
 from voice.errors import ConfigError, InputError, ModelNotAvailable
 from voice.models import registry_for
 from voice.tts.base import AudioChunk, CancelToken
-from voice.tts.chunker import split_sentences
+from voice.tts.chunker import utterances
 
 if TYPE_CHECKING:
     from voice.config import Config
@@ -36,6 +43,18 @@ def missing_dependency() -> str | None:
 
 def create(cfg: Config, device: DeviceChoice) -> PiperEngine:
     return PiperEngine(cfg, device)
+
+
+def phoneme_runs(phonemes: list[str], limit: int) -> list[list[str]]:
+    """``phonemes`` (one espeak sentence) in runs of at most ``limit``, cut after the last word
+    (a ``" "`` phoneme) that fits, or hard at ``limit`` inside one giant word."""
+    runs: list[list[str]] = []
+    while len(phonemes) > limit:
+        cut = next((i for i in range(limit, 0, -1) if phonemes[i - 1] == " "), limit)
+        runs.append(phonemes[:cut])
+        phonemes = phonemes[cut:]
+    runs.append(phonemes)
+    return [r for r in runs if any(p != " " for p in r)]
 
 
 class PiperEngine:
@@ -113,6 +132,10 @@ class PiperEngine:
                 with open(f"{onnx}.json", encoding="utf-8") as fh:
                     voice_cfg = VoiceConfig.from_dict(json.load(fh))
                 opts = onnxruntime.SessionOptions()
+                # Every piece has its own input length; ORT's memory patterns are planned and kept
+                # per shape, and with them the arena kept growing: 30 pieces of ~300 characters
+                # peaked at 743 MB (501 MB after 5), without them at 568 MB, no slower.
+                opts.enable_mem_pattern = False
                 if self.cfg.tts.piper.threads > 0:
                     opts.intra_op_num_threads = self.cfg.tts.piper.threads
                     opts.inter_op_num_threads = 1
@@ -146,11 +169,19 @@ class PiperEngine:
             noise_w_scale=pcfg.noise_w_scale,
         )
 
-    @staticmethod
-    def _synth_sentence(pv: Any, sentence: str, syn: Any, cancel: CancelToken | None) -> np.ndarray:
+    def _synth_sentence(self, pv: Any, sentence: str, syn: Any, cancel: CancelToken | None) -> np.ndarray:
+        """Piper's own ``synthesize`` loop (espeak sentences, peak-normalized each), with every
+        ONNX call capped at ``tts.piper.max_phonemes``."""
         parts: list[np.ndarray] = []
-        for chunk in pv.synthesize(sentence, syn_config=syn):
-            parts.append(chunk.audio_float_array)
+        for phonemes in pv.phonemize(sentence):
+            for run in phoneme_runs(phonemes, self.cfg.tts.piper.max_phonemes):
+                audio = np.asarray(pv.phoneme_ids_to_audio(pv.phonemes_to_ids(run), syn), dtype=np.float32)
+                peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+                if syn.normalize_audio:
+                    audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+                parts.append(np.clip(audio * syn.volume, -1.0, 1.0).astype(np.float32, copy=False))
+                if cancel is not None and cancel.cancelled:
+                    break
             if cancel is not None and cancel.cancelled:
                 break
         if not parts:
@@ -178,7 +209,7 @@ class PiperEngine:
             )
         syn = self._syn_config(pv, speed)
         index = 0
-        for sentence in split_sentences(text):
+        for sentence in utterances(text, self.cfg.tts.max_sentence_chars):
             if cancel is not None and cancel.cancelled:
                 return
             audio = await asyncio.to_thread(self._synth_sentence, pv, sentence, syn, cancel)
