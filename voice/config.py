@@ -216,7 +216,8 @@ class LlmConfig:
     max_retries: int = 1
     temperature: float = 0.3
     max_tokens: int = 200
-    #: System prompt; None = the built-in prompt written for speech.
+    #: System prompt; None = the built-in prompt written for speech. At most
+    #: max_instructions_chars() characters (also the limit of realtime session instructions).
     system_prompt: str | None = None
     #: Token budget for conversation memory.
     memory_tokens: int = 1024
@@ -225,6 +226,13 @@ class LlmConfig:
     #: A custom chain as "module:attribute" (anything with ``astream``); None = built-in.
     chain: str | None = None
     embedded: EmbeddedLlmConfig = field(default_factory=EmbeddedLlmConfig)
+
+    def max_instructions_chars(self) -> int:
+        """Longest system prompt / session instructions: one character per token of
+        ``embedded.n_ctx`` (the context assumed for every backend), i.e. about a quarter of the
+        context at ~4 characters per English token, leaving the rest to memory, passages and
+        the answer. 4096 by default."""
+        return max(256, self.embedded.n_ctx)
 
 
 @dataclass
@@ -289,11 +297,36 @@ class ServerConfig:
     port: int = 8765
     #: Environment variable holding the bearer token (required off loopback).
     token_env: str = "VOICE_SERVER_TOKEN"
-    #: Allowed browser Origins; empty = same host only.
+    #: Host headers accepted (``name`` or ``name:port``; "*" = any). Empty = bound to loopback
+    #: without a token: only 127.0.0.1, localhost and [::1] with the bound port (DNS-rebinding
+    #: defence); otherwise any.
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Browser Origins accepted (``scheme://host[:port]``; "*" = any). Empty = ``http://`` plus an
+    #: accepted Host (loopback names with the port on the default set-up; else the request's
+    #: Host). The ``null`` Origin is refused unless listed.
     allowed_origins: list[str] = field(default_factory=list)
     max_sessions: int = 16
     max_message_bytes: int = 1_048_576
+    #: Seconds without a client message (and no answer under way) before the session closes with 1001.
     idle_timeout_s: float = 300.0
+    #: Seconds the client may leave our writes unread (send buffer full) before the connection is
+    #: closed: close frame best-effort, then the TCP connection aborted.
+    send_timeout_s: float = field(default=20.0, metadata={"range": (0.1, 3600.0)})
+    #: Most events (everything but audio) waiting for one client; one more closes with 1008.
+    send_queue_events: int = field(default=1024, metadata={"range": (16, 1_000_000)})
+    #: Most bytes waiting for one client, per kind: audio past it waits (TTS backpressure); an
+    #: event past it closes the session with 1008. Also caps the socket's own write buffer.
+    send_queue_bytes: int = field(default=2_097_152, metadata={"range": (65_536, 1 << 30)})
+    #: Error events per second one client may cause on average (token bucket); past the burst
+    #: the session closes with 1008.
+    error_rate_per_s: float = field(default=50.0, metadata={"range": (0.0, None)})
+    #: Error events one client may cause at once before the rate applies.
+    error_burst: int = field(default=2000, metadata={"range": (1, None)})
+    #: Seconds between keepalive pings; a pong must come within ping_timeout_s (else close 1011).
+    ping_interval_s: float = field(default=20.0, metadata={"range": (0.1, 3600.0)})
+    ping_timeout_s: float = field(default=20.0, metadata={"range": (0.1, 3600.0)})
+    #: Seconds the closing handshake may take before the TCP connection is aborted.
+    close_timeout_s: float = field(default=2.0, metadata={"range": (0.1, 60.0)})
     #: llama.cpp slots for the embedded LLM under `voice serve` (answers decoded together,
     #: continuous batching); 0 = llm.embedded.parallel.
     llm_slots: int = 8
@@ -478,7 +511,16 @@ def load_config(
     if overrides:
         flags = {k: v for k, v in overrides.items() if v is not None}
         _merge(cfg, _nest(flags), "command line")
+    _check_limits(cfg)
     return cfg
+
+
+def _check_limits(cfg: Config) -> None:
+    """Limits that depend on more than one key."""
+    prompt, limit = cfg.llm.system_prompt, cfg.llm.max_instructions_chars()
+    if prompt is not None and len(prompt) > limit:
+        raise ConfigError(f"llm.system_prompt is {len(prompt)} characters; at most {limit} "
+                          "(llm.embedded.n_ctx) fit the model's context")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
