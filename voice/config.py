@@ -317,6 +317,9 @@ class ServerConfig:
     #: Most bytes waiting for one client, per kind: audio past it waits (TTS backpressure); an
     #: event past it closes the session with 1008. Also caps the socket's own write buffer.
     send_queue_bytes: int = field(default=2_097_152, metadata={"range": (65_536, 1 << 30)})
+    #: SO_SNDBUF of each client socket (the kernel doubles it; 0 = the OS's autotuning, up to
+    #: ~3 MB unread per client on Linux before a stalled reader is noticed).
+    socket_send_buffer_bytes: int = field(default=131_072, metadata={"range": (0, 64 << 20)})
     #: Error events per second one client may cause on average (token bucket); past the burst
     #: the session closes with 1008.
     error_rate_per_s: float = field(default=50.0, metadata={"range": (0.0, None)})

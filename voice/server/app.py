@@ -78,7 +78,8 @@ class VoiceServer:
             await self.resources.start()
         scfg = self.cfg.server
         connection = VoiceConnection.configured(
-            send_timeout_s=scfg.send_timeout_s, max_buffer=2 * scfg.send_queue_bytes, close_grace_s=scfg.close_timeout_s)
+            send_timeout_s=scfg.send_timeout_s, max_buffer=2 * scfg.send_queue_bytes, close_grace_s=scfg.close_timeout_s,
+            socket_send_buffer=scfg.socket_send_buffer_bytes)
         self._server = await serve(
             self._handle, self.host, self.port,
             create_connection=connection,

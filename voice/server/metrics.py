@@ -33,8 +33,8 @@ class ServerMetrics:
         self.sessions_active = 0
         self.sessions_total = 0
         self.sessions_rejected: Counter[str] = Counter()
-        #: Ended sessions by who or what ended them: client, idle, slow_client, send_queue_full,
-        #: error_rate, write_buffer, internal_error.
+        #: Ended sessions by who or what ended them: client, idle, keepalive, slow_client,
+        #: send_queue_full, error_rate, write_buffer, internal_error.
         self.sessions_closed: Counter[str] = Counter()
         self.turns: Counter[str] = Counter()  # by status: completed, cancelled, failed
         self.errors: Counter[str] = Counter()  # by error code
