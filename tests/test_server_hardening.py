@@ -489,3 +489,50 @@ def test_system_prompt_too_long_is_a_config_error() -> None:
     assert "\n" not in str(err.value)
     # the limit follows the context
     assert load_config(environ={}, overrides={"llm.embedded.n_ctx": 8192, "llm.system_prompt": "y" * 8000})
+
+
+def test_response_instructions_limit_in_the_protocol_core() -> None:
+    from voice.server import events as ev
+    from voice.server.protocol import RealtimeProtocol
+
+    pr = RealtimeProtocol(voices=("v",), max_instructions=10)
+    pr.receive(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}))
+    out = pr.receive(json.dumps({"type": "response.create", "response": {"instructions": "y" * 11}}))
+    assert [o.error["code"] for o in out if isinstance(o, ev.ErrorEvent)] == ["instructions_too_long"]
+    out = pr.receive(json.dumps({"type": "response.create", "response": {"instructions": "y" * 10}}))
+    assert not [o for o in out if isinstance(o, ev.ErrorEvent)]
+    out = pr.receive(json.dumps({"type": "session.update", "session": {"instructions": "z" * 11}}))
+    assert [o.error["param"] for o in out if isinstance(o, ev.ErrorEvent)] == ["session.instructions"]
+
+
+async def test_outbox_bounds_every_kind() -> None:
+    from voice.server.outbox import Outbox, OutboxFull, TokenBucket
+
+    box = Outbox(max_audio=4, max_events=3, max_bytes=100)
+    for _ in range(3):
+        box.put_nowait("e" * 10)
+    with pytest.raises(OutboxFull):
+        box.put_nowait("e")  # count
+    await box.get()
+    with pytest.raises(OutboxFull):
+        box.put_nowait("e" * 81)  # bytes: 20 queued + 81 > 100
+    box.put_nowait("e" * 80)
+    for _ in range(4):
+        await box.put_audio(b"a" * 10, 5)
+    blocked = asyncio.create_task(box.put_audio(b"a", 1))  # 4 chunks: audio waits
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    while (item := await box.get()) is not None and not item.audio:
+        pass
+    await asyncio.wait_for(blocked, 1)  # one chunk went out, the writer goes on
+    big = Outbox(max_audio=64, max_events=3, max_bytes=100)
+    await big.put_audio(b"a" * 150, 75)  # one chunk is let in even above the bytes bound
+    blocked = asyncio.create_task(big.put_audio(b"a", 1))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    big.close()
+    await asyncio.wait_for(blocked, 1)
+    bucket = TokenBucket(rate=2.0, burst=3)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.5) and not bucket.take(0.5)  # refilled one in 0.5 s
