@@ -102,14 +102,39 @@ class RawClient:
         self.sock.close()
 
 
+def _three_attacks(server: RunningServer) -> tuple[list[RawClient], list[threading.Thread]]:
+    """An invalid-frame flood, a ping flood and a long answer, none of them ever read."""
+    clients = [RawClient(server.port) for _ in range(3)]
+    flood, pings = clients[0], clients[1]
+    workers = [threading.Thread(target=lambda: flood.flood(invalid_flood()), daemon=True),
+               threading.Thread(target=lambda: pings.flood(ping_flood()), daemon=True)]
+    for w in workers:
+        w.start()
+    long_answer(clients[2])
+    return clients, workers
+
+
 @pytest.fixture(scope="module")
 def strict_server(voice_server: RunningServer) -> Iterator[RunningServer]:
-    """The shared models behind a server with short deadlines and the default 16 sessions."""
+    """The shared models behind a server with short deadlines and the default 16 sessions,
+    warmed by one round of each attack and concurrent turns: the first such round grew RSS by a
+    one-off ~60 MB (new threads' malloc arenas, buffers) that later rounds never added to."""
     cfg = copy.deepcopy(voice_server.server.cfg)
     cfg.server.send_timeout_s = SEND_TIMEOUT_S
     cfg.server.close_timeout_s = CLOSE_TIMEOUT_S
     cfg.server.max_sessions = 16
     running, shutdown = start_server(cfg, resources=voice_server.server.resources)
+    clients, workers = _three_attacks(running)
+
+    async def warm() -> None:
+        await asyncio.gather(*(_normal_turn(running) for _ in range(3)), return_exceptions=True)
+        await _wait_sessions(running, 0, within=KEEPALIVE_S + 10)
+
+    asyncio.run(warm())
+    for w in workers:
+        w.join(timeout=30)
+    for c in clients:
+        c.close()
     yield running
     shutdown()
 
@@ -536,3 +561,29 @@ async def test_outbox_bounds_every_kind() -> None:
     bucket = TokenBucket(rate=2.0, burst=3)
     assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert bucket.take(0.5) and not bucket.take(0.5)  # refilled one in 0.5 s
+
+
+def test_ten_rounds_of_never_reading_clients_leave_nothing(strict_server: RunningServer) -> None:
+    """The three attacks at once, ten times over: every connection is closed within its
+    deadline each round, and memory after ten rounds is where it was after the first."""
+    reasons: list[str] = []
+    rss: list[float] = []
+    for _ in range(10):
+        opened = time.monotonic()
+        clients, workers = _three_attacks(strict_server)
+        conns = _connections(strict_server)
+        asyncio.run(_wait_sessions(strict_server, 0, within=KEEPALIVE_S + 10))
+        for w in workers:
+            w.join(timeout=30)
+            assert not w.is_alive()
+        reasons += [_check_deadline(conns[c.port], opened) for c in clients]
+        assert all(c.is_dead() for c in clients)
+        for c in clients:
+            c.close()
+        gc.collect()
+        rss.append(rss_mb())
+    r = asyncio.run(_normal_turn(strict_server))
+    assert r["status"] == "completed" and r["audio"] > 0
+    print(f"10 rounds: reasons {sorted(set(reasons))}; rss after each round {[round(x) for x in rss]} MB")
+    assert reasons[1::3] == ["slow_client"] * 10  # pings: nothing read while the pongs are unread
+    assert rss[-1] - rss[0] < 50, rss
