@@ -44,7 +44,8 @@ class Cdp:
         return r["result"].get("value")
 
 
-def test_browser_asks_by_voice(voice_server: RunningServer, speech_clips, tmp_path: Path) -> None:
+@pytest.mark.parametrize("page_host", ["127.0.0.1", "localhost"])  # both pass the rebinding checks
+def test_browser_asks_by_voice(voice_server: RunningServer, speech_clips, tmp_path: Path, page_host: str) -> None:
     from voice.audio.files import load_audio
 
     # scripts/install.sh --dev installs it; a missing browser fails here instead of skipping.
@@ -77,7 +78,7 @@ def test_browser_asks_by_voice(voice_server: RunningServer, speech_clips, tmp_pa
 
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
         page = next(t for t in targets if t["type"] == "page")
-        state = asyncio.run(_drive(page["webSocketDebuggerUrl"], voice_server.port))
+        state = asyncio.run(_drive(page["webSocketDebuggerUrl"], f"http://{page_host}:{voice_server.port}/"))
     finally:
         proc.terminate()
         try:
@@ -95,12 +96,12 @@ def test_browser_asks_by_voice(voice_server: RunningServer, speech_clips, tmp_pa
     assert "You: " in state["log"] and "Assistant: " in state["log"] and "latency:" in state["log"]
 
 
-async def _drive(url: str, server_port: int) -> dict:
+async def _drive(url: str, page_url: str) -> dict:
     state: dict = {}
     async with connect(url, max_size=None) as ws:
         cdp = Cdp(ws)
         await cdp.call("Page.enable")
-        await cdp.call("Page.navigate", url=f"http://127.0.0.1:{server_port}/")
+        await cdp.call("Page.navigate", url=page_url)
         for _ in range(100):
             if await cdp.js("typeof window.voiceStart === 'function'"):
                 break

@@ -149,7 +149,10 @@ def test_token_required_off_loopback_and_enforced(voice_server: RunningServer) -
     cfg = voice_server.server.cfg
     with pytest.raises(ConfigError, match="VOICE_SERVER_TOKEN"):
         VoiceServer(cfg, host="0.0.0.0", environ={})
-    VoiceServer(cfg, host="0.0.0.0", environ={"VOICE_SERVER_TOKEN": "s3cret"}, resources=voice_server.server.resources)
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        VoiceServer(cfg, host="0.0.0.0", environ={"VOICE_SERVER_TOKEN": "s3cret"})
+    VoiceServer(cfg, host="0.0.0.0", environ={"VOICE_SERVER_TOKEN": "s3cret-s3cret-s3cret"},
+                resources=voice_server.server.resources)
 
     running, shutdown = start_server(cfg, environ={"VOICE_SERVER_TOKEN": "s3cret"},
                                      resources=voice_server.server.resources)

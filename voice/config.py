@@ -262,7 +262,8 @@ class LlmConfig:
     temperature: float = field(default=0.3, metadata={"range": (0.0, 2.0)})
     #: Most tokens per answer; 1 to 131072.
     max_tokens: int = field(default=200, metadata={"range": (1, 131072)})
-    #: System prompt; None = the built-in prompt written for speech.
+    #: System prompt; None = the built-in prompt written for speech. At most
+    #: max_instructions_chars() characters (also the limit of realtime session instructions).
     system_prompt: str | None = None
     #: Token budget for conversation memory; 0 to 1048576.
     memory_tokens: int = field(default=1024, metadata={"range": (0, 1048576)})
@@ -271,6 +272,13 @@ class LlmConfig:
     #: A custom chain as "module:attribute" (anything with ``astream``); None = built-in.
     chain: str | None = None
     embedded: EmbeddedLlmConfig = field(default_factory=EmbeddedLlmConfig)
+
+    def max_instructions_chars(self) -> int:
+        """Longest system prompt / session instructions: one character per token of
+        ``embedded.n_ctx`` (the context assumed for every backend), i.e. about a quarter of the
+        context at ~4 characters per English token, leaving the rest to memory, passages and
+        the answer. 4096 by default."""
+        return max(256, self.embedded.n_ctx)
 
 
 @dataclass
@@ -337,14 +345,42 @@ class ServerConfig:
     port: int = field(default=8765, metadata={"range": (0, 65535)})
     #: Environment variable holding the bearer token (required off loopback).
     token_env: str = "VOICE_SERVER_TOKEN"
-    #: Allowed browser Origins; empty = same host only.
+    #: Host headers accepted (``name`` or ``name:port``; "*" = any). Empty = bound to loopback
+    #: without a token: only 127.0.0.1, localhost and [::1] with the bound port (DNS-rebinding
+    #: defence); otherwise any.
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Browser Origins accepted (``scheme://host[:port]``; "*" = any). Empty = ``http://`` plus an
+    #: accepted Host (loopback names with the port on the default set-up; else the request's
+    #: Host). The ``null`` Origin is refused unless listed.
     allowed_origins: list[str] = field(default_factory=list)
     #: Sessions served at once; 1 to 10000.
     max_sessions: int = field(default=16, metadata={"range": (1, 10000)})
     #: Largest WebSocket message (bytes); 1024 to 268435456.
     max_message_bytes: int = field(default=1048576, metadata={"range": (1024, 268435456)})
-    #: A session without client traffic is closed after this many seconds; 1 to 86400.
+    #: Seconds without a client message (and no answer under way) before the session closes with
+    #: 1001; 1 to 86400.
     idle_timeout_s: float = field(default=300.0, metadata={"range": (1.0, 86400.0)})
+    #: Seconds the client may leave our writes unread (send buffer full) before the connection is
+    #: closed: close frame best-effort, then the TCP connection aborted.
+    send_timeout_s: float = field(default=20.0, metadata={"range": (0.1, 3600.0)})
+    #: Most events (everything but audio) waiting for one client; one more closes with 1008.
+    send_queue_events: int = field(default=1024, metadata={"range": (16, 1_000_000)})
+    #: Most bytes waiting for one client, per kind: audio past it waits (TTS backpressure); an
+    #: event past it closes the session with 1008. Also caps the socket's own write buffer.
+    send_queue_bytes: int = field(default=2_097_152, metadata={"range": (65_536, 1 << 30)})
+    #: SO_SNDBUF of each client socket (the kernel doubles it; 0 = the OS's autotuning, up to
+    #: ~3 MB unread per client on Linux before a stalled reader is noticed).
+    socket_send_buffer_bytes: int = field(default=131_072, metadata={"range": (0, 64 << 20)})
+    #: Error events per second one client may cause on average (token bucket); past the burst
+    #: the session closes with 1008.
+    error_rate_per_s: float = field(default=50.0, metadata={"range": (0.0, None)})
+    #: Error events one client may cause at once before the rate applies.
+    error_burst: int = field(default=2000, metadata={"range": (1, None)})
+    #: Seconds between keepalive pings; a pong must come within ping_timeout_s (else close 1011).
+    ping_interval_s: float = field(default=20.0, metadata={"range": (0.1, 3600.0)})
+    ping_timeout_s: float = field(default=20.0, metadata={"range": (0.1, 3600.0)})
+    #: Seconds the closing handshake may take before the TCP connection is aborted.
+    close_timeout_s: float = field(default=2.0, metadata={"range": (0.1, 60.0)})
     #: llama.cpp slots for the embedded LLM under `voice serve` (answers decoded together,
     #: continuous batching); 0 = llm.embedded.parallel; at most 256.
     llm_slots: int = field(default=8, metadata={"range": (0, 256)})
@@ -560,6 +596,10 @@ def _check_relations(cfg: Config, origins: Mapping[str, str]) -> None:
             rel = "must be under" if strict else "must not exceed"
             sa, sb = origins.get(a, DEFAULT_SOURCE), origins.get(b, DEFAULT_SOURCE)
             raise ConfigError(f"{a} = {_value(va)} ({sa}) {rel} {b} = {_value(vb)} ({sb})")
+    prompt, limit = cfg.llm.system_prompt, cfg.llm.max_instructions_chars()
+    if prompt is not None and len(prompt) > limit:
+        raise ConfigError(f"llm.system_prompt ({origins.get('llm.system_prompt', DEFAULT_SOURCE)}) is "
+                          f"{len(prompt)} characters; at most {limit} (llm.embedded.n_ctx) fit the model's context")
 
 
 def _parse_scalar(text: str) -> Any:
@@ -663,6 +703,7 @@ def load_config(
             _merge(cfg, _nest({key: value}), f"--set {_shown(key)}", origins)
     _check_relations(cfg, origins)
     return cfg
+
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -17,10 +17,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from voice.config import Config
+from voice.server.connection import VoiceConnection
 from voice.server.http import (
     BINARY_SUBPROTOCOL,
     Gate,
-    check_bind,
+    HostPolicy,
+    check_token,
+    is_loopback,
     offered_subprotocols,
     select_subprotocol,
 )
@@ -37,8 +40,7 @@ class VoiceServer:
         self.host = host or cfg.server.host
         self.port = cfg.server.port if port is None else port
         env = os.environ if environ is None else environ
-        self.token = env.get(cfg.server.token_env) or None
-        check_bind(self.host, self.token, cfg.server.token_env)
+        self.token = check_token(env.get(cfg.server.token_env), self.host, cfg.server.token_env)
         self.resources = resources or ServerResources(cfg)
         self._own_resources = resources is None
         self.metrics = ServerMetrics()
@@ -46,8 +48,13 @@ class VoiceServer:
         self._server: Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
+        scfg = cfg.server
+        self.policy = HostPolicy(
+            allowed_hosts=scfg.allowed_hosts, allowed_origins=scfg.allowed_origins, port=self.port,
+            bound_host=self.host, loopback_only=is_loopback(self.host) and self.token is None and not scfg.allowed_hosts,
+        )
         self.gate = Gate(
-            token=self.token, allowed_origins=cfg.server.allowed_origins, max_sessions=cfg.server.max_sessions,
+            token=self.token, policy=self.policy, max_sessions=cfg.server.max_sessions,
             sessions=lambda: self.metrics.sessions_active, metrics_text=self.metrics.render, health=self.health,
             on_reject=lambda reason: self.metrics.sessions_rejected.update([reason]),
         )
@@ -69,16 +76,22 @@ class VoiceServer:
         asyncio.get_running_loop().set_default_executor(self._executor)
         if not self.resources.ready:
             await self.resources.start()
+        scfg = self.cfg.server
+        connection = VoiceConnection.configured(
+            send_timeout_s=scfg.send_timeout_s, max_buffer=2 * scfg.send_queue_bytes, close_grace_s=scfg.close_timeout_s,
+            socket_send_buffer=scfg.socket_send_buffer_bytes)
         self._server = await serve(
             self._handle, self.host, self.port,
+            create_connection=connection,
             process_request=self._process_request,
             select_subprotocol=lambda conn, offered: select_subprotocol(offered),
-            max_size=self.cfg.server.max_message_bytes,
+            max_size=scfg.max_message_bytes,
             max_queue=16,
             write_limit=1 << 16,
-            ping_interval=20, ping_timeout=20, close_timeout=2,
+            ping_interval=scfg.ping_interval_s, ping_timeout=scfg.ping_timeout_s, close_timeout=scfg.close_timeout_s,
             server_header="voice",
         )
+        self.policy.port = self.bound_port  # port 0 = chosen by the OS
         log.info("voice serve: listening on http://%s:%d", self.host, self.bound_port)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -86,6 +99,8 @@ class VoiceServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         from voice.server.session import RealtimeSession
+
+        assert isinstance(ws, VoiceConnection)
 
         if self.metrics.sessions_active >= self.cfg.server.max_sessions:
             self.metrics.sessions_rejected.update(["capacity"])
@@ -101,9 +116,10 @@ class VoiceServer:
             await RealtimeSession(ws, self.resources, self.cfg, self.metrics, binary=binary).run()
         except Exception:  # a session bug must not kill the server; the client gets 1011
             log.exception("session failed")
-            await ws.close(1011, "internal error")
+            ws.close_now(1011, "internal error", "internal_error")
         finally:
             self.metrics.sessions_active -= 1
+            self.metrics.sessions_closed[ws.end_reason or "client"] += 1
             self._sessions.discard(task)
 
     async def serve_forever(self) -> None:

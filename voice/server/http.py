@@ -1,5 +1,5 @@
 """HTTP on the WebSocket port: static browser client, /healthz, /metrics, and the admission checks
-(bearer token, Origin allow-list, session limit) for ``/v1/realtime``. Pure functions of the request
+(Host and Origin allow-lists, bearer token, session limit) for ``/v1/realtime``. Pure functions of the request
 plus a small :class:`Gate`; the websockets ``process_request`` hook calls :meth:`Gate.process`."""
 
 from __future__ import annotations
@@ -44,13 +44,54 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, token: str | None, token_env: str) -> None:
-    """Refuse to listen off loopback without a bearer token."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"refusing to listen on {host} without a token: set the environment variable {token_env} "
-            "(server.token_env) to a secret, or bind 127.0.0.1"
-        )
+#: Shortest bearer token accepted when binding beyond loopback.
+MIN_TOKEN_CHARS = 16
+#: Host names that always mean this machine (the default Host allow-list on loopback).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def check_token(raw: str | None, host: str, token_env: str) -> str | None:
+    """The bearer token from the environment (stripped), or None; refuse a blank token, and
+    listening off loopback without a token of at least MIN_TOKEN_CHARS characters."""
+    token = None if raw is None else raw.strip()
+    if raw and not token:
+        raise ConfigError(f"the environment variable {token_env} (server.token_env) holds only whitespace; "
+                          "set it to a secret or unset it")
+    if not is_loopback(host):
+        if not token:
+            raise ConfigError(
+                f"refusing to listen on {host} without a token: set the environment variable {token_env} "
+                "(server.token_env) to a secret, or bind 127.0.0.1"
+            )
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"refusing to listen on {host} with a {len(token)}-character token in {token_env}: "
+                              f"use at least {MIN_TOKEN_CHARS} characters (e.g. openssl rand -hex 16)")
+    return token or None
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``name[:port]`` (a Host header or an allow-list entry) -> (lowercase name, port), None if malformed."""
+    try:
+        url = urlsplit("//" + value.strip())
+        name, port = url.hostname, url.port
+    except ValueError:
+        return None
+    if not name or url.path or url.query or url.fragment or url.username is not None:
+        return None
+    return name.lower(), port
+
+
+def split_origin(value: str) -> tuple[str, str, int] | None:
+    """``scheme://host[:port]`` -> (scheme, lowercase host, port with the scheme's default), None if not one."""
+    try:
+        url = urlsplit(value.strip())
+        scheme, name, port = url.scheme.lower(), url.hostname, url.port
+    except ValueError:
+        return None
+    default = {"http": 80, "https": 443}.get(scheme)
+    if default is None or not name or url.path not in ("", "/") or url.query or url.username is not None:
+        return None
+    return scheme, name.lower(), port or default
 
 
 def offered_subprotocols(headers: Headers) -> list[str]:
@@ -78,17 +119,69 @@ def _bearer(headers: Headers) -> str | None:
     return None
 
 
-def origin_allowed(origin: str | None, host_header: str | None, allowed: Sequence[str]) -> bool:
-    """No Origin (not a browser) passes; else it must be listed, or same host when the list is empty."""
-    if origin is None:
-        return True
-    if allowed:
-        return "*" in allowed or origin.rstrip("/") in [a.rstrip("/") for a in allowed]
-    try:
-        netloc = urlsplit(origin).netloc
-    except ValueError:
-        return False
-    return bool(host_header) and netloc.lower() == (host_header or "").lower()
+@dataclass
+class HostPolicy:
+    """Which Host headers and browser Origins may reach the server (DNS-rebinding defence).
+
+    ``loopback_only``: bound to loopback without a token and no ``allowed_hosts``: a Host must
+    name 127.0.0.1, localhost or [::1] (or the bound loopback address) with the bound ``port``,
+    so a page whose DNS name was rebound to 127.0.0.1 (its Host and Origin name the attacker's
+    domain) is refused.
+    """
+
+    allowed_hosts: Sequence[str] = ()
+    allowed_origins: Sequence[str] = ()
+    loopback_only: bool = False
+    port: int = 0
+    bound_host: str = ""
+
+    def _loopback_names(self) -> set[str]:
+        names = set(LOOPBACK_NAMES)
+        if is_loopback(self.bound_host):
+            names.add(self.bound_host.strip("[]").lower())
+        return names
+
+    def _port_ok(self, port: int | None, default: int = 80) -> bool:
+        return (port or default) == self.port
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        if "*" in self.allowed_hosts:
+            return True
+        if not self.allowed_hosts and not self.loopback_only:
+            return True
+        got = split_host(host_header or "")
+        if got is None:
+            return False
+        name, port = got
+        if self.allowed_hosts:
+            for entry in self.allowed_hosts:
+                want = split_host(entry)
+                if want is not None and want[0] == name and (want[1] is None or want[1] == port):
+                    return True
+            return False
+        return name in self._loopback_names() and self._port_ok(port)
+
+    def origin_allowed(self, origin: str | None, host_header: str | None) -> bool:
+        """No Origin (not a browser) passes; ``null`` only when listed; else scheme, host and port
+        must equal an allowed origin (by default ``http://`` + a loopback name or the Host)."""
+        if origin is None:
+            return True
+        if "*" in self.allowed_origins:
+            return True
+        if origin.strip() == "null":
+            return "null" in self.allowed_origins
+        got = split_origin(origin)
+        if got is None:
+            return False
+        if self.allowed_origins:
+            return any(split_origin(a) == got for a in self.allowed_origins if a != "null")
+        scheme, name, port = got
+        if scheme != "http":  # this server speaks plain HTTP; a TLS proxy lists its origins
+            return False
+        if self.loopback_only:
+            return name in self._loopback_names() and port == self.port
+        host = split_host(host_header or "")
+        return host is not None and (name, port) == (host[0], host[1] or 80)
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Response:
@@ -112,7 +205,7 @@ class Gate:
     """Admission and plain-HTTP routes. ``sessions`` and ``health`` are callables read per request."""
 
     token: str | None
-    allowed_origins: Sequence[str]
+    policy: HostPolicy
     max_sessions: int
     sessions: Callable[[], int]
     metrics_text: Callable[[], str]
@@ -126,6 +219,9 @@ class Gate:
         except ValueError:
             return text_response(HTTPStatus.BAD_REQUEST, "bad request path\n")
         path = url.path
+        if not self.policy.host_allowed(request.headers.get("Host")):
+            self.on_reject("host")
+            return text_response(HTTPStatus.FORBIDDEN, "host not allowed (server.allowed_hosts)\n")
         if path == REALTIME_PATH:
             return self._admit(request, url.query)
         if "upgrade" in request.headers.get("Connection", "").lower():
@@ -134,6 +230,9 @@ class Gate:
             body = json.dumps(self.health()).encode()
             return _response(HTTPStatus.OK, body, "application/json")
         if path == "/metrics":
+            if self.token is not None and not self._authorized(request):
+                return text_response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n",
+                                     {"WWW-Authenticate": "Bearer"})
             return _response(HTTPStatus.OK, self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
         if path in STATIC_FILES:
             name, ctype = STATIC_FILES[path]
@@ -142,17 +241,20 @@ class Gate:
             return _response(HTTPStatus.OK, body, ctype, {"Content-Security-Policy": csp})
         return text_response(HTTPStatus.NOT_FOUND, "not found\n")
 
+    def _authorized(self, request: Request) -> bool:
+        given = _bearer(request.headers)
+        return self.token is not None and given is not None and hmac.compare_digest(
+            given.encode(), self.token.encode())
+
     def _admit(self, request: Request, query: str) -> Response | None:
         if "upgrade" not in request.headers.get("Connection", "").lower():
             return text_response(HTTPStatus.UPGRADE_REQUIRED, f"{REALTIME_PATH} is a WebSocket endpoint\n",
                                  {"Upgrade": "websocket"})
-        if self.token is not None:
-            given = _bearer(request.headers)
-            if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):
-                self.on_reject("unauthorized")
-                return text_response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n",
-                                     {"WWW-Authenticate": "Bearer"})
-        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), self.allowed_origins):
+        if self.token is not None and not self._authorized(request):
+            self.on_reject("unauthorized")
+            return text_response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n",
+                                 {"WWW-Authenticate": "Bearer"})
+        if not self.policy.origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
             self.on_reject("origin")
             return text_response(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         try:

@@ -33,6 +33,9 @@ class ServerMetrics:
         self.sessions_active = 0
         self.sessions_total = 0
         self.sessions_rejected: Counter[str] = Counter()
+        #: Ended sessions by who or what ended them: client, idle, keepalive, slow_client,
+        #: send_queue_full, error_rate, write_buffer, internal_error.
+        self.sessions_closed: Counter[str] = Counter()
         self.turns: Counter[str] = Counter()  # by status: completed, cancelled, failed
         self.errors: Counter[str] = Counter()  # by error code
         self.messages_in = 0
@@ -57,6 +60,9 @@ class ServerMetrics:
         metric("sessions_rejected_total", "counter", "Connections refused, by reason.")
         for reason, n in sorted(self.sessions_rejected.items()):
             lines.append(f'voice_sessions_rejected_total{{reason="{reason}"}} {n}')
+        metric("sessions_closed_total", "counter", "Realtime sessions ended, by reason (client = the client left).")
+        for reason, n in sorted(self.sessions_closed.items()):
+            lines.append(f'voice_sessions_closed_total{{reason="{reason}"}} {n}')
         metric("turns_total", "counter", "Assistant responses, by final status.")
         for status, n in sorted(self.turns.items()):
             lines.append(f'voice_turns_total{{status="{status}"}} {n}')

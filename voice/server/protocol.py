@@ -19,7 +19,7 @@ from typing import Any
 
 from voice.server import events as ev
 from voice.server.events import ProtocolError
-from voice.server.settings import SessionSettings, apply_session_update
+from voice.server.settings import SessionSettings, apply_session_update, check_instructions
 
 #: Most PCM16 audio one session may hold uncommitted with turn detection off (seconds).
 MAX_BUFFER_S = 120.0
@@ -112,11 +112,13 @@ class RealtimeProtocol:
         settings: SessionSettings | None = None,
         voices: Sequence[str] = ("default",),
         max_message_bytes: int = 1 << 20,
+        max_instructions: int = 4096,
         id_prefix: str = "",
     ) -> None:
         self.settings = settings or SessionSettings(voice=voices[0] if voices else "default")
         self.voices = tuple(voices)
         self.max_message_bytes = max_message_bytes
+        self.max_instructions = max_instructions
         self._prefix = id_prefix
         self._counter = 0
         self._buffered_bytes = 0
@@ -211,7 +213,8 @@ class RealtimeProtocol:
             return self._append_b64(event.audio)
         if isinstance(event, ev.SessionUpdate):
             self.settings = apply_session_update(
-                self.settings, event.session, voices=self.voices, audio_started=self._audio_started
+                self.settings, event.session, voices=self.voices, audio_started=self._audio_started,
+                max_instructions=self.max_instructions,
             )
             return [ev.SessionUpdated(event_id=self._id("event"), session=self.settings.to_dict()),
                     UpdateSettings(self.settings)]
@@ -325,10 +328,8 @@ class RealtimeProtocol:
                     raise ProtocolError(f"unknown parameter 'response.{key}'", code="unknown_parameter",
                                         param=f"response.{key}")
             if "instructions" in event.response:
-                if not isinstance(event.response["instructions"], str):
-                    raise ProtocolError("'response.instructions' must be a string", code="invalid_type",
-                                        param="response.instructions")
-                instructions = event.response["instructions"]
+                instructions = check_instructions(event.response["instructions"], self.max_instructions,
+                                                  "response.instructions")
         if self._pending_user_item is None:
             raise ProtocolError("nothing to respond to: commit audio or create a user message first",
                                 code="no_user_input")

@@ -17,15 +17,16 @@ import secrets
 import time
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from voice.config import Config
 from voice.pipeline import events as pev
 from voice.server import events as ev
 from voice.server import protocol as p
+from voice.server.connection import VoiceConnection
 from voice.server.metrics import ServerMetrics
-from voice.server.outbox import Outbox, SocketSink, pcm16_to_float
+from voice.server.outbox import Outbox, OutboxFull, SocketSink, TokenBucket, pcm16_to_float
 from voice.server.resources import ServerResources
 from voice.server.settings import SessionSettings
 
@@ -55,7 +56,7 @@ class _SwitchableEndpointer:
 
 
 class RealtimeSession:
-    def __init__(self, ws: ServerConnection, resources: ServerResources, cfg: Config, metrics: ServerMetrics,
+    def __init__(self, ws: VoiceConnection, resources: ServerResources, cfg: Config, metrics: ServerMetrics,
                  *, binary: bool = False) -> None:
         self.ws = ws
         self.resources = resources
@@ -70,8 +71,10 @@ class RealtimeSession:
                                    turn_detection=_turn_from_cfg(self.cfg))
         self.proto = p.RealtimeProtocol(settings=settings, voices=voices,
                                         max_message_bytes=cfg.server.max_message_bytes,
+                                        max_instructions=cfg.llm.max_instructions_chars(),
                                         id_prefix=secrets.token_hex(4) + "_")
-        self.outbox = Outbox(max_audio=64)
+        self.outbox = Outbox(max_audio=64, max_events=self.scfg.send_queue_events, max_bytes=self.scfg.send_queue_bytes)
+        self.error_budget = TokenBucket(self.scfg.error_rate_per_s, self.scfg.error_burst)
         self.sink = SocketSink(self.outbox, settings.output_rate, self._encode_audio)
         self.conv: Any = None
         self.chain: Any = None
@@ -105,6 +108,8 @@ class RealtimeSession:
                 self._last_rx = time.monotonic()
                 self.metrics.messages_in += 1
                 await self._on_message(message)
+                if self.ws.state is not State.OPEN:  # closing: what the client sends now is moot
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -121,12 +126,8 @@ class RealtimeSession:
 
     async def _writer(self) -> None:
         while (item := await self.outbox.get()) is not None:
-            payload = item.payload
             try:
-                if isinstance(payload, bytes):
-                    await self.ws.send(payload)
-                else:
-                    await self.ws.send(json.dumps(payload.to_dict(), separators=(",", ":")))
+                await self.ws.send(item.payload)
             except ConnectionClosed:
                 return
             if item.samples:
@@ -139,16 +140,31 @@ class RealtimeSession:
             await asyncio.sleep(min(limit, 5.0) / 2)
             busy = self.conv is not None and self.conv.busy
             if not busy and time.monotonic() - self._last_rx > limit:
-                await self.ws.close(1001, "idle timeout")
+                self.ws.close_now(1001, "idle timeout", "idle")
                 return
 
     # ------------------------------------------------------------------ client -> pipeline
 
     def _send_all(self, items: list[Any]) -> None:
         for item in items:
+            if self.outbox.closed:
+                return
             if isinstance(item, ev.ErrorEvent):
                 self.metrics.errors[str(item.error.get("code"))] += 1
-            self.outbox.put_nowait(item)
+                if item.error.get("type") == "invalid_request_error" and not self.error_budget.take():
+                    self._close(1008, "too many invalid messages", "error_rate")
+                    return
+            try:
+                self.outbox.put_nowait(_encode(item))
+            except OutboxFull as err:
+                log.info("closing a session: %s", err)
+                self._close(1008, "send queue full: the client is not reading", "send_queue_full")
+                return
+
+    def _close(self, code: int, reason: str, why: str) -> None:
+        """End the session now: nothing more is queued, the connection closes without waiting."""
+        self.outbox.close()
+        self.ws.close_now(code, reason, why)
 
     async def _on_message(self, message: str | bytes) -> None:
         out = self.proto.receive(message)
@@ -239,8 +255,8 @@ class RealtimeSession:
         self._send_all(self.proto.on_response_started(rid))
         self._send_all(self.proto.on_response_done("completed"))
 
-    def _encode_audio(self, pcm: bytes) -> list[Any]:
-        return list(self.proto.on_audio(pcm))
+    def _encode_audio(self, pcm: bytes) -> list[str | bytes]:
+        return [_encode(item) for item in self.proto.on_audio(pcm)]
 
     # ------------------------------------------------------------------ pipeline -> client
 
@@ -293,6 +309,13 @@ class RealtimeSession:
                 self.metrics.observe(stage[:-2], getattr(e, stage))
             if rid is not None:
                 self._send_all(proto.on_metrics(rid, m))
+
+
+def _encode(item: ev.ServerEvent | bytes) -> str | bytes:
+    """What goes on the wire: binary audio as is, events as compact JSON."""
+    if isinstance(item, bytes):
+        return item
+    return json.dumps(item.to_dict(), separators=(",", ":"))
 
 
 def _turn_from_cfg(cfg: Config) -> Any:

@@ -123,6 +123,16 @@ def _keys(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
             raise ProtocolError(f"unknown parameter '{where}.{key}'", code="unknown_parameter", param=f"{where}.{key}")
 
 
+def check_instructions(value: Any, limit: int, param: str) -> str:
+    """Instructions replace the system prompt; longer than ``limit`` they would crowd the model's
+    context (a 16,384-character prompt took a 92 s turn)."""
+    text: str = _typed(value, str, param)
+    if len(text) > limit:
+        raise ProtocolError(f"'{param}' is too long: {len(text)} characters, at most {limit} fit the model's context",
+                            code="instructions_too_long", param=param)
+    return text
+
+
 def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
     if value is None:
         return None
@@ -178,9 +188,11 @@ def parse_voice(value: Any, voices: Sequence[str], param: str) -> str:
 
 
 def apply_session_update(
-    current: SessionSettings, session: Mapping[str, Any], *, voices: Sequence[str], audio_started: bool
+    current: SessionSettings, session: Mapping[str, Any], *, voices: Sequence[str], audio_started: bool,
+    max_instructions: int = 4096,
 ) -> SessionSettings:
-    """A new :class:`SessionSettings` from a ``session.update`` body, or :class:`ProtocolError`."""
+    """A new :class:`SessionSettings` from a ``session.update`` body, or :class:`ProtocolError`.
+    ``max_instructions``: longest ``instructions`` in characters (``llm.max_instructions_chars()``)."""
     new = dataclasses.replace(current)
     flat = {"type", "instructions", "voice", "turn_detection", "input_audio_format", "output_audio_format",
             "modalities", "output_modalities", "audio", "tools", "speed", "voice_binary_audio"}
@@ -188,11 +200,7 @@ def apply_session_update(
     if "type" in session and session["type"] != "realtime":
         raise ProtocolError("'session.type' must be 'realtime'", code="invalid_value", param="session.type")
     if "instructions" in session:
-        text = _typed(session["instructions"], str, "session.instructions")
-        if len(text) > 16384:
-            raise ProtocolError("'session.instructions' is too long (max 16384 characters)", code="invalid_value",
-                                param="session.instructions")
-        new.instructions = text
+        new.instructions = check_instructions(session["instructions"], max_instructions, "session.instructions")
     for key in ("modalities", "output_modalities"):
         if key in session:
             mods = _typed(session[key], list, f"session.{key}")
