@@ -238,11 +238,11 @@ async def _typed_and_spoken(browser: Chromium, port: int, out: Path) -> dict[str
     return shots
 
 
-def test_page_mic_refused_and_token(kb_server: RunningServer, chromium: Chromium) -> None:
-    asyncio.run(_refused_and_token(chromium, kb_server))
+def test_page_mic_refused_and_token(kb_server: RunningServer, chromium: Chromium, tmp_path: Path) -> None:
+    asyncio.run(_refused_and_token(chromium, kb_server, tmp_path))
 
 
-async def _refused_and_token(browser: Chromium, server: RunningServer) -> None:
+async def _refused_and_token(browser: Chromium, server: RunningServer, tmp: Path) -> None:
     origin = f"http://127.0.0.1:{server.port}"
     async with browser.mic_permission(origin, "denied"), \
             connect(browser.page_url(), max_size=None) as ws:  # denied: as when the user answers Block
@@ -279,6 +279,20 @@ async def _refused_and_token(browser: Chromium, server: RunningServer) -> None:
             assert await cdp.js("location.hash") == ""
             await cdp.js("document.getElementById('text').value = 'Hello'")
             await cdp.js("document.getElementById('send').click()")
-            await cdp.wait("s.events.includes('conversation.item.created')", within_s=20)
+            await cdp.wait("s.events.includes('response.created')", within_s=120)
+            assert not await cdp.visible("tokenbox"), "the token field stays after the token worked"
+            # typing while the answer is under way cancels it and answers the new question
+            await cdp.js(f"document.getElementById('text').value = {json.dumps(QUESTION)}")
+            await cdp.js("document.getElementById('send').click()")
+            s = await cdp.wait("s.metrics.length >= 2", within_s=150)
+            assert s["metrics"][0]["cancelled"] and not s["metrics"][1]["cancelled"], s
+            assert [b["text"] for b in s["bubbles"] if "user" in b["cls"]] == ["Hello", QUESTION], s
+            assert s["bubbles"][-1]["sources"] == ["reactor.txt"] and "cancelled" in s["bubbles"][1]["cls"], s
+            assert not [e for e in s["errors"] if "NotAllowed" not in str(e)], s
+            shot = tmp / "page-phone-refused.png"
+            await cdp.js("document.getElementById('start').click()")  # the hint again, for the picture
+            await cdp.wait("s.notice.includes('microphone was refused')", within_s=10)
+            shot.write_bytes(await cdp.screenshot(390, 844, mobile=True))  # noqa: ASYNC240
+            check_png(shot, 390, 844)
         finally:
             server.call(lambda: set_token(None))

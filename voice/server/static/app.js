@@ -236,9 +236,12 @@ function onEvent(ev) {
     case "response.output_audio_transcript.done":
       currentItem = ev.item_id;
       state.assistant.push(ev.transcript);
-      if (current) setText(current, ev.transcript || current.dataset.text || "(no answer)");
+      if (current && ev.transcript) setText(current, ev.transcript);
       break;
     case "response.done":
+      if (current && !current.querySelector(".bubble").textContent) {
+        setText(current, ev.response.status === "cancelled" ? "(stopped before it spoke)" : "(no answer)");
+      }
       responding = false; thinking = false; current = null;
       if (createAfterDone) { createAfterDone = false; thinking = true; send({ type: "response.create" }); }
       break;
@@ -280,7 +283,7 @@ function connect() {
     ws = sock;
     sock.binaryType = "arraybuffer";
     let opened = false;
-    sock.onopen = () => { opened = true; connecting = null; show(""); resolve(); };
+    sock.onopen = () => { opened = true; connecting = null; show(""); $("tokenbox").hidden = true; resolve(); };
     sock.onmessage = (m) => {
       if (typeof m.data === "string") onEvent(JSON.parse(m.data));
       else onAudio(m.data);
