@@ -255,44 +255,48 @@ async def _refused_and_token(browser: Chromium, server: RunningServer, tmp: Path
         assert "microphone was refused" in s["notice"] and "type your question" in s["notice"], s
         assert await cdp.visible("notice")
 
-        # a server with a token: the page shows its field, a wrong token is refused, the right one works
-        def set_token(value: str | None) -> None:
-            server.server.token = value
-            server.server.gate.token = value
-
-        server.call(lambda: set_token("s3cret-token"))
+        # a server with a token (same models): the page shows its field, a wrong token is refused,
+        # the right one works
+        tokened, shutdown = start_server(server.server.cfg, environ={"VOICE_SERVER_TOKEN": "s3cret-token"},
+                                         resources=server.server.resources)
+        origin = f"http://127.0.0.1:{tokened.port}"
         try:
-            await cdp.open(origin + "/")
-            assert await cdp.visible("tokenbox"), "no token field"
-            await cdp.js("document.getElementById('token').value = 'wrong'")
-            await cdp.js("document.querySelector('#tokenbox button').click()")
-            s = await cdp.wait("s.notice.includes('refused')", within_s=20)
-            assert s["closeCode"] == 1006, s
-            await cdp.js("document.getElementById('token').value = 's3cret-token'")
-            await cdp.js("document.querySelector('#tokenbox button').click()")
-            await cdp.wait("s.status === 'ready'", within_s=20)
-            assert not await cdp.visible("tokenbox")
-            # the token from the address (#token=) is used and removed from it
-            await cdp.js("sessionStorage.clear()")
-            await cdp.call("Page.navigate", url="about:blank")  # else only the fragment changes
-            await cdp.open(origin + "/#token=s3cret-token")
-            assert await cdp.js("location.hash") == ""
-            await cdp.js("document.getElementById('text').value = 'Hello'")
-            await cdp.js("document.getElementById('send').click()")
-            await cdp.wait("s.events.includes('response.created')", within_s=120)
-            assert not await cdp.visible("tokenbox"), "the token field stays after the token worked"
-            # typing while the answer is under way cancels it and answers the new question
-            await cdp.js(f"document.getElementById('text').value = {json.dumps(QUESTION)}")
-            await cdp.js("document.getElementById('send').click()")
-            s = await cdp.wait("s.metrics.length >= 2", within_s=150)
-            assert s["metrics"][0]["cancelled"] and not s["metrics"][1]["cancelled"], s
-            assert [b["text"] for b in s["bubbles"] if "user" in b["cls"]] == ["Hello", QUESTION], s
-            assert s["bubbles"][-1]["sources"] == ["reactor.txt"] and "cancelled" in s["bubbles"][1]["cls"], s
-            assert not [e for e in s["errors"] if "NotAllowed" not in str(e)], s
-            shot = tmp / "page-phone-refused.png"
-            await cdp.js("document.getElementById('start').click()")  # the hint again, for the picture
-            await cdp.wait("s.notice.includes('microphone was refused')", within_s=10)
-            shot.write_bytes(await cdp.screenshot(390, 844, mobile=True))  # noqa: ASYNC240
-            check_png(shot, 390, 844)
+            async with browser.mic_permission(origin, "denied"):
+                await _token_field(cdp, origin, tmp)
         finally:
-            server.call(lambda: set_token(None))
+            shutdown()
+
+
+async def _token_field(cdp: Cdp, origin: str, tmp: Path) -> None:
+    await cdp.open(origin + "/")
+    assert await cdp.visible("tokenbox"), "no token field"
+    await cdp.js("document.getElementById('token').value = 'wrong'")
+    await cdp.js("document.querySelector('#tokenbox button').click()")
+    s = await cdp.wait("s.notice.includes('refused')", within_s=20)
+    assert s["closeCode"] == 1006, s
+    await cdp.js("document.getElementById('token').value = 's3cret-token'")
+    await cdp.js("document.querySelector('#tokenbox button').click()")
+    await cdp.wait("s.status === 'ready'", within_s=20)
+    assert not await cdp.visible("tokenbox")
+    # the token from the address (#token=) is used and removed from it
+    await cdp.js("sessionStorage.clear()")
+    await cdp.call("Page.navigate", url="about:blank")  # else only the fragment changes
+    await cdp.open(origin + "/#token=s3cret-token")
+    assert await cdp.js("location.hash") == ""
+    await cdp.js("document.getElementById('text').value = 'Hello'")
+    await cdp.js("document.getElementById('send').click()")
+    await cdp.wait("s.events.includes('response.created')", within_s=120)
+    assert not await cdp.visible("tokenbox"), "the token field stays after the token worked"
+    # typing while the answer is under way cancels it and answers the new question
+    await cdp.js(f"document.getElementById('text').value = {json.dumps(QUESTION)}")
+    await cdp.js("document.getElementById('send').click()")
+    s = await cdp.wait("s.metrics.length >= 2", within_s=150)
+    assert s["metrics"][0]["cancelled"] and not s["metrics"][1]["cancelled"], s
+    assert [b["text"] for b in s["bubbles"] if "user" in b["cls"]] == ["Hello", QUESTION], s
+    assert s["bubbles"][-1]["sources"] == ["reactor.txt"] and "cancelled" in s["bubbles"][1]["cls"], s
+    assert not [e for e in s["errors"] if "NotAllowed" not in str(e)], s
+    shot = tmp / "page-phone-refused.png"
+    await cdp.js("document.getElementById('start').click()")  # the hint again, for the picture
+    await cdp.wait("s.notice.includes('microphone was refused')", within_s=10)
+    shot.write_bytes(await cdp.screenshot(390, 844, mobile=True))  # noqa: ASYNC240
+    check_png(shot, 390, 844)
