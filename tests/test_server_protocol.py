@@ -208,7 +208,24 @@ def test_full_turn_events_and_truncate() -> None:
     assert errors(send(pr, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
                             "audio_end_ms": 9000}))
     (m,) = pr.on_metrics(rid, {"voice_to_voice_ms": 800})
-    assert m.to_dict()["type"] == "voice.metrics"
+    assert m.to_dict()["type"] == "voice.metrics" and "sources" not in m.to_dict()
+
+
+def test_metrics_carry_the_answers_sources_bounded() -> None:
+    from voice.rag.kb import Passage
+
+    pr = p.RealtimeProtocol()
+    # two passages of one file (the better one is kept), and more files than the limit
+    passages = [Passage("low " * 10, "/kb/a.txt", 0.40, 0), Passage("best\n  line " * 200, "/kb/a.txt", 0.90, 1)]
+    passages += [Passage(f"text {i}", f"/kb/f{i}.txt", 0.5 - i / 100, 0) for i in range(p.MAX_SOURCES + 3)]
+    (m,) = pr.on_metrics("resp_1", {"voice_to_voice_ms": 800}, passages)
+    wire = m.to_dict()["sources"]
+    assert len(wire) == p.MAX_SOURCES
+    assert wire[0]["source"] == "/kb/a.txt" and wire[0]["score"] == 0.9
+    assert wire[0]["text"].startswith("best line best") and len(wire[0]["text"]) == p.MAX_SOURCE_TEXT
+    assert [w["score"] for w in wire] == sorted((w["score"] for w in wire), reverse=True)
+    assert len({w["source"] for w in wire}) == len(wire)
+    assert ev.TurnMetrics.from_dict(m.to_dict()) == m
 
 
 def test_voice_cannot_change_after_audio() -> None:

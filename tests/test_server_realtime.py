@@ -119,7 +119,7 @@ def test_http_routes(voice_server: RunningServer) -> None:
     status, _, body = http_get(voice_server.port, "/worklet.js")
     assert status == 200 and "registerProcessor" in body
     status, ctype, body = http_get(voice_server.port, "/healthz")
-    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert status == 200 and json.loads(body)["status"] == "ok" and json.loads(body)["token_required"] is False
     status, ctype, body = http_get(voice_server.port, "/metrics")
     assert status == 200 and "voice_sessions_active" in body
     assert re.search(r"^voice_sessions_total \d+$", body, re.M)
@@ -173,6 +173,7 @@ def test_token_required_off_loopback_and_enforced(voice_server: RunningServer) -
 
         asyncio.run(check())
         assert running.server.metrics.sessions_rejected["unauthorized"] == 2
+        assert json.loads(http_get(running.port, "/healthz")[2])["token_required"] is True  # the page shows its field
     finally:
         shutdown()
 

@@ -61,7 +61,9 @@ class VoiceServer:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok" if self.resources.ready else "loading", "sessions": self.metrics.sessions_active,
-                "max_sessions": self.cfg.server.max_sessions, "uptime_s": round(time.monotonic() - self.started, 1)}
+                "max_sessions": self.cfg.server.max_sessions, "uptime_s": round(time.monotonic() - self.started, 1),
+                # the browser page shows its token field when this is true
+                "token_required": self.token is not None}
 
     @property
     def bound_port(self) -> int:

@@ -359,12 +359,14 @@ class ResponseDone(_Event):
 
 @dataclass
 class TurnMetrics(_Event):
-    """voice extension: per-turn latencies in milliseconds (``null`` where a stage did not run)."""
+    """voice extension: per-turn latencies in milliseconds (``null`` where a stage did not run) and
+    the knowledge-base ``sources`` the answer used (``[{source, score, text}]``; omitted when none)."""
 
     TYPE: ClassVar[str] = "voice.metrics"
     event_id: str
     response_id: str
     metrics: dict[str, Any]
+    sources: list[dict[str, Any]] | None = None
 
 
 @dataclass

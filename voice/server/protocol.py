@@ -25,6 +25,20 @@ from voice.server.settings import SessionSettings, apply_session_update, check_i
 MAX_BUFFER_S = 120.0
 #: A commit needs at least this much audio (OpenAI: 100 ms).
 MIN_COMMIT_MS = 100
+#: At most this many sources per answer in ``voice.metrics``, each with this many characters of text.
+MAX_SOURCES = 8
+MAX_SOURCE_TEXT = 300
+
+
+def source_list(passages: Sequence[Any]) -> list[dict[str, Any]]:
+    """One entry per source file (its best passage), best first, bounded by the limits above."""
+    best: dict[str, Any] = {}
+    for p in passages:
+        if p.source not in best or p.score > best[p.source].score:
+            best[p.source] = p
+    ranked = sorted(best.values(), key=lambda p: -p.score)[:MAX_SOURCES]
+    return [{"source": p.source, "score": round(float(p.score), 3), "text": " ".join(p.text.split())[:MAX_SOURCE_TEXT]}
+            for p in ranked]
 
 
 # --------------------------------------------------------------------------- commands
@@ -447,8 +461,11 @@ class RealtimeProtocol:
         out.append(ev.ResponseDone(event_id=self._id("event"), response=obj))
         return out
 
-    def on_metrics(self, response_id: str, metrics: dict[str, Any]) -> list[Outgoing]:
-        return [ev.TurnMetrics(event_id=self._id("event"), response_id=response_id, metrics=metrics)]
+    def on_metrics(self, response_id: str, metrics: dict[str, Any],
+                   sources: Sequence[Any] = ()) -> list[Outgoing]:
+        """``voice.metrics``; ``sources`` = the answer's retrieved passages (``.source``, ``.score``, ``.text``)."""
+        return [ev.TurnMetrics(event_id=self._id("event"), response_id=response_id, metrics=metrics,
+                               sources=source_list(sources) or None)]
 
     def _response_obj(self, status: str, r: _Response | None = None, transcript: str | None = None) -> dict[str, Any]:
         r = r or self._response

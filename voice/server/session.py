@@ -87,6 +87,7 @@ class RealtimeSession:
         self._next_response: str | None = None
         self._resp_turn: int | None = None
         self._resp_end: tuple[str, str | None, str | None] = ("completed", None, None)
+        self._resp_sources: list[Any] = []  # the chain's passages for the answer in progress
         self._item_turns: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -275,6 +276,7 @@ class RealtimeSession:
                 rid, self._next_response = self._next_response, None
                 self._resp_turn = tid
                 self._resp_end = ("completed", None, None)
+                self._resp_sources = []
                 self._send_all(proto.on_response_started(rid))
             elif not e.text and self._next_response is not None:
                 self._empty_response()
@@ -284,6 +286,9 @@ class RealtimeSession:
             self._send_all(proto.on_text(e.text))
         elif isinstance(e, pev.AudioOut):
             proto.label_audio(e.text)
+        elif isinstance(e, pev.LlmDone):
+            # the chain's stream has ended, so its sources are complete (tool results included)
+            self._resp_sources = list(getattr(self.chain, "last_sources", None) or [])
         elif isinstance(e, pev.TurnCancelled):
             self._resp_end = ("cancelled", REASONS.get(e.reason, "client_cancelled"), None)
         elif isinstance(e, pev.Error):
@@ -308,7 +313,7 @@ class RealtimeSession:
             for stage in ("voice_to_voice_s", "transcript_s", "first_token_s", "first_audio_s", "total_s"):
                 self.metrics.observe(stage[:-2], getattr(e, stage))
             if rid is not None:
-                self._send_all(proto.on_metrics(rid, m))
+                self._send_all(proto.on_metrics(rid, m, self._resp_sources))
 
 
 def _encode(item: ev.ServerEvent | bytes) -> str | bytes:
