@@ -18,6 +18,7 @@ from websockets.http11 import Request, Response
 
 from voice.config import Config
 from voice.server.connection import VoiceConnection
+from voice.server.heap import heap_trimmer
 from voice.server.http import (
     BINARY_SUBPROTOCOL,
     Gate,
@@ -48,6 +49,7 @@ class VoiceServer:
         self._server: Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
+        self._trim_heap = heap_trimmer()
         scfg = cfg.server
         self.policy = HostPolicy(
             allowed_hosts=scfg.allowed_hosts, allowed_origins=scfg.allowed_origins, port=self.port,
@@ -123,6 +125,8 @@ class VoiceServer:
             self.metrics.sessions_active -= 1
             self.metrics.sessions_closed[ws.end_reason or "client"] += 1
             self._sessions.discard(task)
+            if not self.metrics.sessions_active:  # the last one out gives the heap back
+                await asyncio.to_thread(self._trim_heap)
 
     async def serve_forever(self) -> None:
         assert self._server is not None
