@@ -241,13 +241,31 @@ class RagConfig:
     embedder_device: Device = "auto"
     #: Qdrant collection name (matters when several knowledge bases share one server).
     collection: str = "voice_kb"
-    #: Target chunk length in characters; chunks end on paragraph or sentence boundaries.
-    chunk_size: int = 800
-    #: Characters of trailing sentences repeated at the start of the next chunk.
-    chunk_overlap: int = 120
+    #: Retrieval unit length in characters: records (a CSV row, a paragraph, a section's list)
+    #: longer than this are cut on sentence boundaries; short records of one section are packed
+    #: up to it. Changing it applies to files ingested afterwards (voice ingest --rebuild).
+    chunk_size: int = 240
+    #: Characters of trailing sentences repeated at the start of the next unit (0: neighbours
+    #: are added at query time instead, see context_tokens).
+    chunk_overlap: int = 0
+    #: At most this many units (before widening to neighbours) go into the prompt.
     top_k: int = 3
-    #: Cosine similarity below which a passage is not used.
+    #: Cosine similarity below which a unit is not used, unless its lexical score reaches
+    #: lexical_threshold.
     score_threshold: float = 0.35
+    #: BM25 score (Qdrant IDF scale) from which a unit is used whatever its cosine similarity:
+    #: about one rare word (a name, a code, a number) shared with the question. 0 = the lexical
+    #: side only reorders, never admits on its own.
+    lexical_threshold: float = field(default=6.0, metadata={"range": (0.0, None)})
+    #: Units whose fused score is below this fraction of the best unit's are dropped (0..1; 0 =
+    #: keep all that pass the thresholds).
+    relative_cut: float = field(default=0.55, metadata={"range": (0.0, 1.0)})
+    #: Context budget in tokens (estimated as characters / 4, headers included): the prompt gets
+    #: the best units in fused order while they fit, then their neighbours in the same section
+    #: while they fit. At least one unit is always given. 20..4000.
+    context_tokens: int = field(default=150, metadata={"range": (20, 4000)})
+    #: Candidates taken from each side (dense and lexical) before fusion. 1..500.
+    candidates: int = field(default=30, metadata={"range": (1, 500)})
     #: Files larger than this are skipped on ingest (MB).
     max_file_mb: float = 20.0
 
