@@ -329,7 +329,17 @@ class KnowledgeBase:
                     else:
                         group.insert(0, nb)
                     progress = True
-        return [_join(g) for g in groups]
+        # Hits next to each other in one document become one passage, ordered by their best hit.
+        runs: list[list[Passage]] = []
+        for p in sorted((p for g in groups for p in g), key=lambda p: (p.source, p.chunk_index)):
+            last = runs[-1][-1] if runs else None
+            if (last is not None and last.source == p.source and last.title == p.title
+                    and p.chunk_index == last.chunk_index + 1):
+                runs[-1].append(p)
+            else:
+                runs.append([p])
+        joined = [_join(r) for r in runs]
+        return sorted(joined, key=lambda p: -p.fused)
 
     def _neighbour(self, p: Passage, side: int, taken: set[tuple[str, int]]) -> Passage | None:
         """The unit next to ``p`` in its document if it belongs to the same titled section."""
@@ -407,7 +417,7 @@ def _join(group: list[Passage]) -> Passage:
     if len(group) == 1:
         return group[0]
     best = max(group, key=lambda p: p.fused)
-    text = " ".join(p.text for p in group)
+    text = "\n".join(p.text for p in group)
     return Passage(text, best.source, best.score, best.chunk_index, best.title, best.lexical,
                    best.fused, tuple(p.chunk_index for p in group), best.file_hash)
 
