@@ -111,8 +111,11 @@ def bench_size(cfg: Any, embedder: Any, n: int, repeats: int, workdir: Path) -> 
 
 
 # ---------------------------------------------------------------- the evaluation set
-def old_shape_index(embedder: Any, files: list[Path]) -> tuple[list[tuple[str, str]], Any]:
-    """The old shape: each file's text in 800/120-character chunks, dense vectors only."""
+def old_shape_index(embedder: Any, files: list[Path], cache: Path) -> tuple[list[tuple[str, str]], Any]:
+    """The old shape: each file's text in 800/120-character chunks, dense vectors only (kept
+    in ``cache`` for a rerun with the same --workdir)."""
+    import numpy as np
+
     from voice.rag.loaders import load_records
     from voice.rag.splitter import split_text
 
@@ -120,7 +123,13 @@ def old_shape_index(embedder: Any, files: list[Path]) -> tuple[list[tuple[str, s
     for f in files:
         text = "\n\n".join(r.text for r in load_records(f, f.read_bytes()))
         chunks += [(str(f), c) for c in split_text(text, OLD_SHAPE["chunk_size"], OLD_SHAPE["chunk_overlap"])]
-    return chunks, embedder.embed([c for _, c in chunks])
+    if cache.exists():
+        saved = np.load(cache)
+        if saved.shape[0] == len(chunks):
+            return chunks, saved
+    matrix = embedder.embed([c for _, c in chunks])
+    np.save(cache, matrix)
+    return chunks, matrix
 
 
 def old_shape_search(embedder: Any, chunks: list[tuple[str, str]], matrix: Any, q: str) -> list[Any]:
@@ -147,7 +156,7 @@ def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, An
     ingest_s = time.perf_counter() - t0
     units = kb.store.count()
     t0 = time.perf_counter()
-    old_chunks, old_matrix = old_shape_index(embedder, [*docs, *distractors])
+    old_chunks, old_matrix = old_shape_index(embedder, [*docs, *distractors], workdir / "old_shape.npy")
     old_ingest_s = time.perf_counter() - t0
     kb.search("warm up")
     per_q: list[dict[str, Any]] = []
@@ -181,7 +190,8 @@ def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, An
     result = {
         "documents": {"eval": len(docs), "distractors": len(distractors)},
         "questions": n,
-        "ingest": {"files": len(report.added) + len(report.updated), "units": units,
+        "ingest": {"files": len(report.added) + len(report.updated), "unchanged_files": len(report.unchanged),
+                   "units": units,
                    "seconds": round(ingest_s, 1), "units_per_s": round(units / ingest_s, 1)},
         "new_shape": {"recall_at_1": round(r1 / n, 3), "recall_at_3": round(r3 / n, 3),
                       "context_has_fact": round(ctx_has / n, 3),
@@ -276,6 +286,8 @@ def main() -> int:
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation set")
     ap.add_argument("--llm", nargs="*", default=["qwen2.5-0.5b-instruct"],
                     help="models for answer accuracy and TTFT (none: retrieval only)")
+    ap.add_argument("--workdir", type=Path, help="keep the corpus and knowledge base here (a rerun reuses"
+                    " them: ingest then reports unchanged files); default: a temporary folder")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = ap.parse_args()
 
@@ -301,7 +313,9 @@ def main() -> int:
         "rag": {k: getattr(cfg.rag, k) for k in ("chunk_size", "top_k", "score_threshold", "lexical_threshold",
                                                   "relative_cut", "context_tokens", "candidates")},
     }
-    with tempfile.TemporaryDirectory(prefix="bench_rag_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_rag_") as tmp_name:
+        tmp = args.workdir or Path(tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
         cfg.general.data_dir = str(Path(tmp) / "data")
         if not args.no_eval:
             res, per_q = retrieval_eval(cfg, embedder, Path(tmp) / "eval")

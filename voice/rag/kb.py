@@ -248,7 +248,7 @@ class KnowledgeBase:
         except Exception as err:  # noqa: BLE001 - one bad document must not stop the ingest
             log.debug("embedding %s failed", source, exc_info=True)
             return skip(f"embedding failed: {err}")
-        sparse = [doc_vector(t) for t in texts]
+        sparse = [doc_vector(u.lexical_text) for u in units]
         self.store.ensure(int(vectors.shape[1]))
         payloads = [{"text": u.text, "title": u.title, "record": u.record} for u in units]
         self.store.put_document(source, digest, payloads, vectors, sparse)

@@ -136,8 +136,16 @@ class Unit:
 
     @property
     def indexed_text(self) -> str:
-        """What is embedded and indexed: the title gives a short unit its context."""
+        """What is embedded: the heading path gives a short unit its context."""
         return f"{self.title}: {self.text}" if self.title else self.text
+
+    @property
+    def lexical_text(self) -> str:
+        """What BM25 indexes: the unit and its own heading only. The whole path would give
+        every unit of a document its title words ("Lindqvist Dental Practice"), and a question
+        naming the document would match them all alike."""
+        heading = self.title.rsplit(" > ", 1)[-1]
+        return f"{heading}: {self.text}" if heading else self.text
 
 
 def split_records(records: Sequence[Record], unit_size: int) -> list[Unit]:
