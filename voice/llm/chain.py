@@ -67,7 +67,7 @@ class _Base:
         ``rag.context_tokens``); [] without a knowledge base."""
         if self.kb is None or not self.cfg.rag.enabled:
             return []
-        return list(await asyncio.to_thread(self.kb.context, question))
+        return list(await asyncio.to_thread(self.kb.context, question, rag=self.cfg.rag))
 
     def commit_assistant(self, turn_id: int, spoken_text: str) -> None:
         self.memory.commit_assistant(turn_id, spoken_text)

@@ -262,15 +262,17 @@ class KnowledgeBase:
 
     # ------------------------------------------------------------------ queries
     def search(self, query: str, top_k: int | None = None, *,
-               score_threshold: float | None = None) -> list[Passage]:
+               score_threshold: float | None = None, rag: Any = None) -> list[Passage]:
         """The ``top_k`` units for ``query`` in fused order that pass the thresholds and the
-        relative cut (see the module docstring)."""
+        relative cut (see the module docstring). ``rag``: settings to use instead of the
+        knowledge base's own (a session's config)."""
         if not query.strip() or not self.store.exists():
             return []
         self.store.check()
-        k = top_k if top_k is not None else self.rag.top_k
-        thr = score_threshold if score_threshold is not None else self.rag.score_threshold
-        n = max(self.rag.candidates, k)
+        rag = rag or self.rag
+        k = top_k if top_k is not None else rag.top_k
+        thr = score_threshold if score_threshold is not None else rag.score_threshold
+        n = max(rag.candidates, k)
         qvec = self.embedder.embed_one(query)
         dense = self.store.search_dense(qvec, n)
         lexical = self.store.search_lexical(query_vector(query), n)
@@ -284,22 +286,23 @@ class KnowledgeBase:
         for pid, vec in self.store.dense_vectors([p for p in bm25 if p not in cos]).items():
             cos[pid] = float(vec @ qvec)
         keep = [pid for pid in fused
-                if cos.get(pid, -1.0) >= thr or (self.rag.lexical_threshold > 0
-                                                 and bm25.get(pid, 0.0) >= self.rag.lexical_threshold)]
+                if cos.get(pid, -1.0) >= thr or (rag.lexical_threshold > 0
+                                                 and bm25.get(pid, 0.0) >= rag.lexical_threshold)]
         keep.sort(key=lambda pid: (-fused[pid], -cos.get(pid, -1.0)))
         if keep:
             best = fused[keep[0]]
-            keep = [pid for pid in keep if fused[pid] >= self.rag.relative_cut * best][:k]
+            keep = [pid for pid in keep if fused[pid] >= rag.relative_cut * best][:k]
         payloads = self.store.payloads(keep)
         return [_passage(payloads[pid], cos.get(pid, 0.0), bm25.get(pid, 0.0), fused[pid])
                 for pid in keep if pid in payloads]
 
-    def context(self, query: str, *, budget: int | None = None) -> list[Passage]:
+    def context(self, query: str, *, budget: int | None = None, rag: Any = None) -> list[Passage]:
         """The passages for the prompt: the best units while they fit ``budget`` tokens
         (default ``rag.context_tokens``; the first always goes in), then neighbours in the same
-        section while they fit; adjacent units of one document are joined into one passage."""
-        budget = budget if budget is not None else self.rag.context_tokens
-        hits = self.search(query)
+        section while they fit; adjacent units of one section are joined into one passage."""
+        rag = rag or self.rag
+        budget = budget if budget is not None else rag.context_tokens
+        hits = self.search(query, rag=rag)
         chosen: list[Passage] = []
         used = 0
         for p in hits:
