@@ -144,3 +144,11 @@ def test_pdf_text_and_malformed_pdf():
         load_pdf(b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 9 0 R >> garbage")
     with pytest.raises(DocumentError, match="not a PDF"):
         load_pdf(b"hello")
+
+
+def test_lexical_query_is_bounded():
+    from voice.rag.lexical import MAX_QUERY_TERMS, query_vector
+
+    q = query_vector(" ".join(f"word{i}" for i in range(5000)))
+    assert len(q.indices) == MAX_QUERY_TERMS == 64
+    assert query_vector("E7 E7 e7").indices == query_vector("E7").indices  # distinct terms, weight 1

@@ -94,9 +94,14 @@ def doc_vector(text: str) -> Sparse:
     return Sparse(idx, [counts[i] * (K1 + 1) / (counts[i] + norm) for i in idx])
 
 
+#: Distinct query terms used (the first ones): a pasted page as a question stays cheap.
+MAX_QUERY_TERMS = 64
+
+
 def query_vector(text: str) -> Sparse:
-    """Query-side weights: 1 per distinct term."""
-    idx = sorted({term_id(t) for t in tokenize(text)})
+    """Query-side weights: 1 per distinct term, at most MAX_QUERY_TERMS of them."""
+    terms = list(dict.fromkeys(term_id(t) for t in tokenize(text[:20_000])))[:MAX_QUERY_TERMS]
+    idx = sorted(terms)
     return Sparse(idx, [1.0] * len(idx))
 
 
