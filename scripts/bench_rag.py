@@ -7,7 +7,7 @@ distractors. Reports ingest speed (units/s), recall@1/@3 of the unit holding eac
 context size in tokens, and with each ``--llm`` model: answer accuracy (required keywords) and
 time to first token of a new grounded question, for the new shape (units, hybrid search,
 compact context) and the old one (800-character chunks, dense top 3 above 0.35) in the same
-run, questions interleaved. The prompt cache is defeated per request (llama.cpp
+run, questions interleaved (the first model; later ones: the new shape's answers only). The prompt cache is defeated per request (llama.cpp
 ``cache_prompt: false``: the whole prompt, system prompt included, is prefilled; the server's
 ``timings.prompt_n`` is reported to show it); ``ttft_cached_prefix`` is the realistic chat case
 where the system prompt stays cached and only the context and question are new.
@@ -207,8 +207,9 @@ def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, An
     return result, per_q
 
 
-async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]]) -> dict[str, Any]:
-    """Answers for both shapes from ``model``, interleaved; TTFT with the cache defeated."""
+async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]], *, full: bool = True) -> dict[str, Any]:
+    """Answers for both shapes from ``model``, interleaved; TTFT with the cache defeated.
+    Not ``full``: the new shape's answers only (a slow model's accuracy)."""
     from tests.helpers.rag import answer_ok
     from voice.llm import LlmRuntime
     from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages
@@ -221,14 +222,15 @@ async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]]) -> dict[st
         start_s = time.perf_counter() - t0
         client, ep = await runtime.client(cfg)
 
-        async def ask(messages: list[dict[str, Any]], cache: bool) -> dict[str, Any]:
+        async def ask(messages: list[dict[str, Any]], cache: bool, max_tokens: int | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             first = None
             parts: list[str] = []
             usage: Any = None
             timings: dict[str, Any] = {}
             stream = await client.chat.completions.create(
-                model=ep.model, messages=messages, stream=True, temperature=0.0, max_tokens=cfg.llm.max_tokens,
+                model=ep.model, messages=messages, stream=True, temperature=0.0,
+                max_tokens=max_tokens or cfg.llm.max_tokens,
                 stream_options={"include_usage": True}, extra_body={"cache_prompt": cache},
             )
             async for chunk in stream:
@@ -245,37 +247,42 @@ async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]]) -> dict[st
         await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], "Hello", []), True)  # warm up
         rows: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
         cached: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
+        order = [("new", "old"), ("old", "new")] if full else [("new",)]
         for i, r in enumerate(per_q):
-            for shape in (("new", "old") if i % 2 == 0 else ("old", "new")):
+            for shape in order[i % len(order)]:
                 passages = r["context"] if shape == "new" else r["old_context"]
                 res = await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), False)
                 res["ok"] = answer_ok(res["answer"], r["item"]["keywords"])
                 rows[shape].append(res)
         # Again with the cache on, after every slot has moved on: each question's context is
         # new to the cache, only the system prompt (and the context header) is reused.
-        for i, r in enumerate(per_q):
-            for shape in (("new", "old") if i % 2 == 0 else ("old", "new")):
+        # One token is enough to time the first one.
+        for i, r in enumerate(per_q if full else []):
+            for shape in order[i % len(order)]:
                 passages = r["context"] if shape == "new" else r["old_context"]
-                cached[shape].append(await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), True))
+                cached[shape].append(await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), True, 1))
 
         def summary(shape: str) -> dict[str, Any]:
             rs = rows[shape]
+            if not rs:
+                return {}
             return {
                 "accuracy": round(sum(x["ok"] for x in rs) / len(rs), 3),
                 "prompt_tokens_median": statistics.median(x["prompt_tokens"] or 0 for x in rs),
                 "prefilled_tokens_median": statistics.median(x["prompt_n"] or 0 for x in rs),
                 "ttft_cache_defeated": _ms([x["ttft"] for x in rs]),
-                "ttft_cached_system_prompt": _ms([x["ttft"] for x in cached[shape]]),
+                "ttft_cached_system_prompt": _ms([x["ttft"] for x in cached[shape]]) if cached[shape] else None,
                 "prefilled_tokens_median_cached_system_prompt": statistics.median(
-                    x["prompt_n"] or 0 for x in cached[shape]),
+                    x["prompt_n"] or 0 for x in cached[shape]) if cached[shape] else None,
                 "wrong": [{"q": r["q"], "answer": x["answer"][:160]}
                           for r, x in zip(per_q, rs, strict=True) if not x["ok"]],
             }
 
         out = {"server_start_s": round(start_s, 1), "new_shape": summary("new"), "old_shape": summary("old")}
-        new_t = out["new_shape"]["ttft_cache_defeated"]["p50_ms"]
-        old_t = out["old_shape"]["ttft_cache_defeated"]["p50_ms"]
-        out["ttft_p50_ratio_new_over_old"] = round(new_t / old_t, 3) if old_t else None
+        if full:
+            new_t = out["new_shape"]["ttft_cache_defeated"]["p50_ms"]
+            old_t = out["old_shape"]["ttft_cache_defeated"]["p50_ms"]
+            out["ttft_p50_ratio_new_over_old"] = round(new_t / old_t, 3) if old_t else None
     return out
 
 
@@ -317,11 +324,22 @@ def main() -> int:
         tmp = args.workdir or Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
         cfg.general.data_dir = str(Path(tmp) / "data")
+        def partial() -> None:  # a long run leaves what it has measured so far
+            if args.workdir:
+                (tmp / "partial.json").write_text(json.dumps(out, indent=2, default=str))
+
+        per_q: list[dict[str, Any]] = []
         if not args.no_eval:
-            res, per_q = retrieval_eval(cfg, embedder, Path(tmp) / "eval")
-            out["eval"] = res
-            out["llm"] = {m: asyncio.run(llm_eval(cfg, m, per_q)) for m in args.llm}
-        out["sizes"] = {str(n): bench_size(cfg, embedder, n, args.repeats, Path(tmp)) for n in args.sizes}
+            out["eval"], per_q = retrieval_eval(cfg, embedder, Path(tmp) / "eval")
+            partial()
+        out["sizes"] = {}
+        for n in args.sizes:
+            out["sizes"][str(n)] = bench_size(cfg, embedder, n, args.repeats, Path(tmp))
+            partial()
+        out["llm"] = {}
+        for k, m in enumerate(args.llm if per_q else []):
+            out["llm"][m] = asyncio.run(llm_eval(cfg, m, per_q, full=k == 0))
+            partial()
     out["machine"]["load_avg_end"] = os.getloadavg()
     print(json.dumps(out, indent=2, default=str))
     return 0
