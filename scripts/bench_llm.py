@@ -93,30 +93,18 @@ async def tokens_predicted(http: Any, root: str) -> float:
 
 
 def retrieval_bench(cfg: Any, tmp: Path, sizes: list[int], queries: int) -> dict[str, Any]:
-    import numpy as np
-    from qdrant_client import models
-
     from voice.rag import KnowledgeBase
+    from voice.rag.synthetic import build_synthetic_kb
 
     out: dict[str, Any] = {}
-    rng = np.random.default_rng(0)
+    real = {f"The {t} of Vellmar opens at {7 + i} in the morning.": f"When does the {t} open?"
+            for i, t in enumerate(TOPICS)}
     for n in sizes:
         kb = KnowledgeBase(cfg, tmp / f"kb{n}")
         try:
-            dim = kb.embedder.dim
-            kb.store.ensure(dim)
             t0 = time.perf_counter()
-            # Real text for a few chunks, random unit vectors for the bulk (same search cost).
-            real = [f"The {t} of Vellmar opens at {7 + i} in the morning." for i, t in enumerate(TOPICS)]
-            vecs = kb.embedder.embed(real)
-            pts = [models.PointStruct(id=i, vector=vecs[i].tolist(), payload={"text": real[i], "source": f"real{i}.txt"})
-                   for i in range(len(real))]
-            bulk = rng.standard_normal((n - len(real), dim)).astype("float32")
-            bulk /= np.linalg.norm(bulk, axis=1, keepdims=True)
-            pts += [models.PointStruct(id=len(real) + j, vector=bulk[j].tolist(),
-                                       payload={"text": f"filler {j}", "source": f"bulk{j // 50}.txt"})
-                    for j in range(len(bulk))]
-            kb.store.upsert_points(pts)
+            # Real text for a few units, synthetic ones for the bulk (same search cost).
+            build_synthetic_kb(kb, n - len(real), needles=real)
             build_s = time.perf_counter() - t0
             kb.search("warm up")
             lat, emb = [], []
@@ -129,11 +117,11 @@ def retrieval_bench(cfg: Any, tmp: Path, sizes: list[int], queries: int) -> dict
                 hits = kb.search(query)
                 lat.append(time.perf_counter() - t0)
             out[f"{n}"] = {
-                "chunks": kb.store.count(),
+                "units": kb.store.count(),
                 "search_ms_median": round(statistics.median(lat) * 1000, 2),
                 "search_ms_p90": round(sorted(lat)[int(0.9 * (len(lat) - 1))] * 1000, 2),
                 "of_which_embedding_ms_median": round(statistics.median(emb) * 1000, 2),
-                "top_hit_is_real_chunk": bool(hits and hits[0].source.startswith("real")),
+                "top_hit_is_real_unit": bool(hits and "needle" in hits[0].source),
                 "build_s": round(build_s, 1),
             }
         finally:

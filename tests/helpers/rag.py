@@ -35,18 +35,26 @@ FACTS = {
 }
 
 
-def make_pdf(text: str) -> bytes:
-    """A small valid one-page PDF whose page shows ``text`` (Helvetica), with a correct xref."""
-    safe = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-    stream = f"BT /F1 11 Tf 40 750 Td ({safe}) Tj ET".encode("latin-1")
-    objs = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
+def make_pdf(text: str | list[list[str]]) -> bytes:
+    """A small valid PDF (Helvetica, correct xref): one page showing ``text``, or one page per
+    list of lines."""
+    pages = [[text]] if isinstance(text, str) else text
+
+    def esc(line: str) -> str:
+        return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    n = len(pages)
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
+                " ".join(f"{3 + 2 * i} 0 R" for i in range(n)).encode(), n)]
+    font = 3 + 2 * n
+    for i, lines in enumerate(pages):
+        ops = " ".join(f"({esc(line)}) Tj 0 -15 Td" for line in lines)
+        stream = f"BT /F1 11 Tf 40 750 Td {ops} ET".encode("latin-1")
+        objs.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
+                    b" /Resources << /Font << /F1 %d 0 R >> >> >>" % (4 + 2 * i, font))
+        objs.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for i, body in enumerate(objs, start=1):
@@ -102,3 +110,39 @@ def kb(cfg, tmp_path: Path, rag_embedder):
     k = KnowledgeBase(cfg, tmp_path / "kb", embedder=rag_embedder)
     yield k
     k.close()
+
+
+# ---------------------------------------------------------------- the evaluation set
+EVAL_DIR = Path(__file__).resolve().parent.parent / "data" / "rag_eval"
+
+
+def eval_set() -> dict:
+    """tests/data/rag_eval/questions.json: questions (q, doc, fact, keywords) and unanswerable ones."""
+    import json
+
+    return json.loads((EVAL_DIR / "questions.json").read_text(encoding="utf-8"))
+
+
+def write_distractors(folder: Path, limit: int | None = None) -> list[Path]:
+    """Python's own reference topics (pydoc_data.topics, shipped with every Python) as .txt
+    documents: real text about something else. ``limit`` takes the first N by name."""
+    import pydoc_data.topics
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(pydoc_data.topics.topics)[:limit]
+    out = []
+    for name in names:
+        p = folder / f"python-{name}.txt"
+        p.write_text(pydoc_data.topics.topics[name], encoding="utf-8")
+        out.append(p)
+    return out
+
+
+def has_fact(text: str, fact: str) -> bool:
+    return " ".join(fact.split()) in " ".join(text.split())
+
+
+def answer_ok(answer: str, keywords: list[list[str]]) -> bool:
+    """Each group needs one of its alternatives in the answer (case-insensitive)."""
+    low = answer.lower()
+    return all(any(alt.lower() in low for alt in group) for group in keywords)

@@ -27,7 +27,7 @@ def register(sub: Subparsers) -> None:
     se = add("search", "show the passages retrieval would use for a query")
     se.add_argument("query")
     se.add_argument("-k", "--top-k", type=int, help="passages to return (default: rag.top_k)")
-    se.add_argument("--threshold", type=float, help="minimum score (default: rag.score_threshold)")
+    se.add_argument("--threshold", type=float, help="minimum cosine similarity (default: rag.score_threshold)")
     se.add_argument("--json", action="store_true", help="print JSON lines")
 
 
@@ -60,12 +60,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             print(f"cleared {n} documents from {kb.location}")
         elif action == "search":
             hits = kb.search(args.query)
+            if hits and not args.json:
+                print("  dense   bm25   fused  source #unit (title)")
             for p in hits:
                 if args.json:
-                    print(json.dumps({"score": round(p.score, 4), "source": p.source,
-                                      "chunk": p.chunk_index, "text": p.text}))
+                    print(json.dumps({"score": round(p.score, 4), "bm25": round(p.lexical, 3),
+                                      "fused": round(p.fused, 5), "source": p.source,
+                                      "chunk": p.chunk_index, "title": p.title, "text": p.text}))
                 else:
-                    print(f"{p.score:.3f}  {p.source} #{p.chunk_index}\n      {' '.join(p.text.split())[:300]}")
+                    title = f" ({p.title})" if p.title else ""
+                    print(f"{p.score:7.3f} {p.lexical:6.2f} {p.fused:7.4f}  {p.source} #{p.chunk_index}{title}\n"
+                          f"      {' '.join(p.text.split())[:300]}")
             if not hits and not args.json:
                 print("no passage reaches the score threshold")
     return 0

@@ -64,12 +64,11 @@ class _Base:
         self.last_sources: list[Any] = []
 
     async def retrieve(self, question: str) -> list[Any]:
-        """Passages for ``question`` above ``rag.score_threshold`` ([] without a knowledge base)."""
+        """The compact context for ``question`` (``KnowledgeBase.context``: the best units within
+        ``rag.context_tokens``); [] without a knowledge base."""
         if self.kb is None or not self.cfg.rag.enabled:
             return []
-        passages = await asyncio.to_thread(self.kb.search, question, self.cfg.rag.top_k)
-        thr = self.cfg.rag.score_threshold
-        return [p for p in passages if p.score >= thr]
+        return list(await asyncio.to_thread(self.kb.context, question, rag=self.cfg.rag))
 
     def commit_assistant(self, turn_id: int, spoken_text: str) -> None:
         self.memory.commit_assistant(turn_id, spoken_text)

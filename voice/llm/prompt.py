@@ -25,7 +25,9 @@ def format_context(passages: Sequence[Any]) -> str:
     """Passages as a numbered context block, each with its source's name."""
     lines = []
     for i, p in enumerate(passages, 1):
-        lines.append(f"[{i}] From the document \"{source_name(p.source)}\":\n{p.text.strip()}")
+        title = getattr(p, "title", "")
+        where = f" ({title})" if title else ""
+        lines.append(f"[{i}] From the document \"{source_name(p.source)}\"{where}:\n{p.text.strip()}")
     return "\n\n".join(lines)
 
 

@@ -1,9 +1,16 @@
-"""The knowledge base: ingest files, search passages, list/remove documents.
+"""The knowledge base: ingest files, search units, build the compact context, list/remove.
 
 Ingest of one file: size check -> read + sha256 -> skip when the stored version has the same
-hash and all its chunks -> extract text -> split -> embed every chunk -> write all chunks ->
-delete the file's older versions. Any failure before the write skips the file with a reason and
-leaves the store as it was; the ingest goes on with the next file.
+hash and all its units -> load records -> split into units -> embed every unit and weigh its
+terms (BM25) -> write all units (dense and sparse vector in one point) -> delete the file's
+older versions. Any failure before the write skips the file with a reason and leaves the store
+as it was; the ingest goes on with the next file.
+
+Search is hybrid: the dense side (cosine) and the lexical side (BM25) each give
+``rag.candidates`` units, fused by reciprocal rank fusion. A unit is used when its cosine
+reaches ``rag.score_threshold`` or its BM25 score reaches ``rag.lexical_threshold``, and its
+fused score is at least ``rag.relative_cut`` of the best. :meth:`KnowledgeBase.context` then
+fills ``rag.context_tokens`` with the best units and, while there is room, their neighbours.
 """
 
 from __future__ import annotations
@@ -19,21 +26,51 @@ from typing import Any
 
 from voice.errors import InputError
 from voice.rag.embedder import OnnxEmbedder, load_embedder
-from voice.rag.loaders import SUPPORTED_SUFFIXES, DocumentError, extract_text, is_supported
-from voice.rag.splitter import _check, split_text
-from voice.rag.store import ChunkStore, ClientPool, StoredDoc
+from voice.rag.lexical import doc_vector, query_vector
+from voice.rag.loaders import SUPPORTED_SUFFIXES, DocumentError, is_supported, load_records
+from voice.rag.splitter import _check, split_records
+from voice.rag.store import ChunkStore, ClientPool, StoredDoc, point_id
+
+#: Reciprocal rank fusion constant (the usual 60): a unit's fused score is the sum over the
+#: two sides of 1 / (RRF_K + rank).
+RRF_K = 60
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Passage:
-    """A retrieved chunk: its text, the file it came from, and the cosine similarity."""
+    """A retrieved unit (or a unit widened with its neighbours).
+
+    ``score`` is the cosine similarity of the question and the unit, ``lexical`` its BM25
+    score (0 when no term is shared), ``fused`` the reciprocal-rank-fusion score that orders
+    the results; ``title`` is the unit's heading path.
+    """
 
     text: str
     source: str
     score: float
     chunk_index: int = 0
+    title: str = ""
+    lexical: float = 0.0
+    fused: float = 0.0
+    #: Indexes of the units this passage is made of (several when widened).
+    units: tuple[int, ...] = ()
+    file_hash: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return estimate_tokens(self.text) + estimate_tokens(self.title)
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of ``text`` for the context budget: characters / 4 (Qwen2.5 on English prose
+    gives 4.1-4.6 characters per token, so this errs on the safe side)."""
+    return (len(text) + 3) // 4
+
+
+#: Tokens the prompt spends on one passage's header ("[1] From the document "x.md" (...):").
+PASSAGE_OVERHEAD = 12
 
 
 @dataclass(frozen=True)
@@ -62,7 +99,7 @@ class IngestReport:
 
     def summary(self) -> str:
         return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged,"
-                f" {len(self.skipped)} skipped, {len(self.removed)} removed ({self.chunks_written} chunks written)")
+                f" {len(self.skipped)} skipped, {len(self.removed)} removed ({self.chunks_written} units written)")
 
 
 #: Called once per file with (path, outcome, detail): outcome is added/updated/unchanged/skipped.
@@ -151,6 +188,7 @@ class KnowledgeBase:
         missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
         if missing:
             raise InputError(f"no such file or folder: {', '.join(missing)}")
+        self.store.check()
         report = IngestReport()
         note = progress or (lambda path, outcome, detail: None)
         seen: set[Path] = set()
@@ -196,40 +234,128 @@ class KnowledgeBase:
         versions = self.store.versions(source)
         if len(versions) == 1 and versions[0].file_hash == digest and versions[0].complete:
             report.unchanged.append(source)
-            return "unchanged", f"{versions[0].n_chunks} chunks"
+            return "unchanged", f"{versions[0].n_chunks} units"
         try:
-            text = extract_text(path, data)
+            records = load_records(path, data)
         except DocumentError as err:
             return skip(str(err))
-        chunks = split_text(text, self.rag.chunk_size, self.rag.chunk_overlap)
-        if not chunks:
+        units = split_records(records, self.rag.chunk_size)
+        if not units:
             return skip("no text found")
+        texts = [u.indexed_text for u in units]
         try:
-            vectors = self.embedder.embed(chunks)
+            vectors = self.embedder.embed(texts)
         except Exception as err:  # noqa: BLE001 - one bad document must not stop the ingest
             log.debug("embedding %s failed", source, exc_info=True)
             return skip(f"embedding failed: {err}")
+        sparse = [doc_vector(u.lexical_text) for u in units]
         self.store.ensure(int(vectors.shape[1]))
-        self.store.put_document(source, digest, chunks, vectors)
+        payloads = [{"text": u.text, "title": u.title, "record": u.record} for u in units]
+        self.store.put_document(source, digest, payloads, vectors, sparse)
+        chunks = units
         report.chunks_written += len(chunks)
         if versions:
             report.updated.append(source)
-            return "updated", f"{len(chunks)} chunks"
+            return "updated", f"{len(chunks)} units"
         report.added.append(source)
-        return "added", f"{len(chunks)} chunks"
+        return "added", f"{len(chunks)} units"
 
     # ------------------------------------------------------------------ queries
     def search(self, query: str, top_k: int | None = None, *,
-               score_threshold: float | None = None) -> list[Passage]:
-        """The ``top_k`` passages most similar to ``query`` that reach the score threshold."""
+               score_threshold: float | None = None, rag: Any = None) -> list[Passage]:
+        """The ``top_k`` units for ``query`` in fused order that pass the thresholds and the
+        relative cut (see the module docstring). ``rag``: settings to use instead of the
+        knowledge base's own (a session's config)."""
         if not query.strip() or not self.store.exists():
             return []
-        k = top_k if top_k is not None else self.rag.top_k
-        thr = score_threshold if score_threshold is not None else self.rag.score_threshold
-        vec = self.embedder.embed_one(query)
-        hits = self.store.search(vec, k, thr)
-        return [Passage(str(pl.get("text", "")), str(pl.get("source", "")), score,
-                        int(pl.get("chunk_index", 0))) for score, pl in hits]
+        self.store.check()
+        rag = rag or self.rag
+        k = top_k if top_k is not None else rag.top_k
+        thr = score_threshold if score_threshold is not None else rag.score_threshold
+        n = max(rag.candidates, k)
+        qvec = self.embedder.embed_one(query)
+        dense = self.store.search_dense(qvec, n)
+        lexical = self.store.search_lexical(query_vector(query), n)
+        fused: dict[str, float] = {}
+        for hits in (dense, lexical):
+            for rank, (pid, _score) in enumerate(hits):
+                fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        cos = dict(dense)
+        bm25 = dict(lexical)
+        # Lexical-only candidates: their cosine too, so both thresholds apply to every unit.
+        for pid, vec in self.store.dense_vectors([p for p in bm25 if p not in cos]).items():
+            cos[pid] = float(vec @ qvec)
+        keep = [pid for pid in fused
+                if cos.get(pid, -1.0) >= thr or (rag.lexical_threshold > 0
+                                                 and bm25.get(pid, 0.0) >= rag.lexical_threshold)]
+        keep.sort(key=lambda pid: (-fused[pid], -cos.get(pid, -1.0)))
+        if keep:
+            best = fused[keep[0]]
+            keep = [pid for pid in keep if fused[pid] >= rag.relative_cut * best][:k]
+        payloads = self.store.payloads(keep)
+        return [_passage(payloads[pid], cos.get(pid, 0.0), bm25.get(pid, 0.0), fused[pid])
+                for pid in keep if pid in payloads]
+
+    def context(self, query: str, *, budget: int | None = None, rag: Any = None) -> list[Passage]:
+        """The passages for the prompt: the best units while they fit ``budget`` tokens
+        (default ``rag.context_tokens``; the first always goes in), then neighbours in the same
+        section while they fit; adjacent units of one section are joined into one passage."""
+        rag = rag or self.rag
+        budget = budget if budget is not None else rag.context_tokens
+        hits = self.search(query, rag=rag)
+        chosen: list[Passage] = []
+        used = 0
+        for p in hits:
+            cost = p.tokens + PASSAGE_OVERHEAD
+            if chosen and used + cost > budget:
+                continue
+            chosen.append(p)
+            used += cost
+        if not chosen:
+            return []
+        groups = [[p] for p in chosen]
+        # Widen: alternately the unit after and the unit before each hit, best hit first.
+        taken = {(p.source, p.chunk_index) for p in chosen}
+        progress = True
+        while progress:
+            progress = False
+            for group in groups:
+                for side in (1, -1):
+                    edge = group[-1] if side == 1 else group[0]
+                    nb = self._neighbour(edge, side, taken)
+                    if nb is None or used + nb.tokens > budget:
+                        continue
+                    used += nb.tokens
+                    taken.add((nb.source, nb.chunk_index))
+                    if side == 1:
+                        group.append(nb)
+                    else:
+                        group.insert(0, nb)
+                    progress = True
+        # Hits next to each other in one document become one passage, ordered by their best hit.
+        runs: list[list[Passage]] = []
+        for p in sorted((p for g in groups for p in g), key=lambda p: (p.source, p.chunk_index)):
+            last = runs[-1][-1] if runs else None
+            if (last is not None and last.source == p.source and last.title == p.title
+                    and p.chunk_index == last.chunk_index + 1):
+                runs[-1].append(p)
+            else:
+                runs.append([p])
+        joined = [_join(r) for r in runs]
+        return sorted(joined, key=lambda p: -p.fused)
+
+    def _neighbour(self, p: Passage, side: int, taken: set[tuple[str, int]]) -> Passage | None:
+        """The unit next to ``p`` in its document if it belongs to the same titled section."""
+        index = p.chunk_index + side
+        if index < 0 or (p.source, index) in taken or not p.title:
+            return None
+        payload = self.store.payloads([point_id(p.source, p.file_hash, index)])
+        if not payload:
+            return None
+        nb = next(iter(payload.values()))
+        if nb.get("title", "") != p.title:
+            return None
+        return _passage(nb, 0.0, 0.0, 0.0)
 
     def list_documents(self) -> list[DocumentInfo]:
         """One entry per stored document version (an interrupted update shows as two)."""
@@ -252,6 +378,25 @@ class KnowledgeBase:
             self.store.delete_source(s)
         return hits
 
+    def rebuild(self, paths: Iterable[str | Path]) -> list[str]:
+        """Drop the collection before a fresh ingest; returns what to ingest: ``paths``, or
+        (none given) the stored documents whose files still exist.
+
+        Works on a knowledge base of the old shape. Raises InputError when there is nothing
+        to ingest, before anything is dropped.
+        """
+        chosen = [str(p) for p in paths]
+        if not chosen:
+            chosen = sorted({d.source for d in self.store.documents() if Path(d.source).exists()})
+            if not chosen:
+                raise InputError(f"knowledge base {self.location} lists no existing files to rebuild from;"
+                                 " give the folders to ingest")
+        missing = [p for p in chosen if not Path(p).expanduser().exists()]
+        if missing:
+            raise InputError(f"no such file or folder: {', '.join(missing)}")
+        self.store.drop()
+        return chosen
+
     def clear(self) -> None:
         """Remove every document (the collection is dropped)."""
         self.store.drop()
@@ -262,6 +407,22 @@ class KnowledgeBase:
         if self.rag.qdrant_url:
             return f"{self.rag.qdrant_url} (collection {self.rag.collection})"
         return str(self.kb_dir)
+
+
+def _passage(pl: dict[str, Any], score: float, lexical: float, fused: float) -> Passage:
+    index = int(pl.get("chunk_index", 0))
+    return Passage(str(pl.get("text", "")), str(pl.get("source", "")), score, index,
+                   str(pl.get("title", "")), lexical, fused, (index,), str(pl.get("file_hash", "")))
+
+
+def _join(group: list[Passage]) -> Passage:
+    """Adjacent units of one document as one passage, scored as its best unit."""
+    if len(group) == 1:
+        return group[0]
+    best = max(group, key=lambda p: p.fused)
+    text = "\n".join(p.text for p in group)
+    return Passage(text, best.source, best.score, best.chunk_index, best.title, best.lexical,
+                   best.fused, tuple(p.chunk_index for p in group), best.file_hash)
 
 
 def _info(d: StoredDoc) -> DocumentInfo:
@@ -279,4 +440,10 @@ def open_kb(cfg: Any, kb_arg: str | os.PathLike[str] | None) -> KnowledgeBase | 
         kb_dir = cfg.kb_dir()
         if not cfg.rag.qdrant_url and not kb_dir.is_dir():
             return None
-    return KnowledgeBase(cfg, kb_dir)
+    kb = KnowledgeBase(cfg, kb_dir)
+    try:
+        kb.store.check()
+    except BaseException:
+        kb.close()
+        raise
+    return kb

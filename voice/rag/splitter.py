@@ -3,16 +3,36 @@
 Paragraphs (blank-line separated) are kept whole when they fit; longer ones are cut into
 sentences, and sentences longer than a chunk at word boundaries. Units are packed greedily; the
 next chunk starts with the last units of the previous one that fit in ``overlap`` characters.
+
+:func:`split_records` makes the retrieval units from a loader's records. This stays
+hand-written rather than langchain-text-splitters: its RecursiveCharacterTextSplitter cuts on
+paragraph, line and space separators without knowing sentences, its MarkdownHeaderTextSplitter duplicates what the markdown loader already does
+with the heading path, and the package pulls in langchain-core with a dozen dependencies.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from voice.errors import ConfigError
+from voice.rag.loaders import Record
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _SENTENCE = re.compile(r"(?<=[.!?…])[\"')\]]*\s+(?=\S)")
+_ABBREV = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|St|No|Nr|Prof|approx|ca|e\.g|i\.e|vs|etc)|\b[A-Z])\.$")
+
+
+def _sentences(para: str) -> list[str]:
+    """Sentences of a paragraph; no cut after an abbreviation ("Dr.") or an initial ("J.")."""
+    out: list[str] = []
+    for sent in _SENTENCE.split(para):
+        if out and _ABBREV.search(out[-1]):
+            out[-1] = f"{out[-1]} {sent}"
+        else:
+            out.append(sent)
+    return out
 
 
 def _check(chunk_size: int, overlap: int) -> None:
@@ -56,7 +76,7 @@ def _units(text: str, size: int) -> list[tuple[str, bool]]:
             units.append((para, True))
             continue
         first = True
-        for sent in _SENTENCE.split(para):
+        for sent in _sentences(para):
             for piece in [sent] if len(sent) <= size else _words(sent, size):
                 units.append((piece, first))
                 first = False
@@ -103,3 +123,48 @@ def split_text(text: str, chunk_size: int = 800, overlap: int = 120) -> list[str
     if cur and fresh:
         chunks.append(_join(cur))
     return chunks
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A retrieval unit: a sentence or a few, from one record (``record`` is its index) or from
+    several short records of one titled section."""
+
+    text: str
+    title: str
+    record: int
+
+    @property
+    def indexed_text(self) -> str:
+        """What is embedded: the heading path gives a short unit its context."""
+        return f"{self.title}: {self.text}" if self.title else self.text
+
+    @property
+    def lexical_text(self) -> str:
+        """What BM25 indexes: the unit and its own heading only. The whole path would give
+        every unit of a document its title words ("Lindqvist Dental Practice"), and a question
+        naming the document would match them all alike."""
+        heading = self.title.rsplit(" > ", 1)[-1]
+        return f"{heading}: {self.text}" if heading else self.text
+
+
+def split_records(records: Sequence[Record], unit_size: int) -> list[Unit]:
+    """Units of at most ``unit_size`` characters, in document order.
+
+    A long record is cut at sentence boundaries (:func:`split_text`, no overlap: neighbours are
+    added at query time instead). Consecutive short records with the same non-empty title (the
+    items of a markdown list, the lines of one section) are packed together up to the size;
+    untitled records (CSV rows, plain paragraphs) stay one per unit.
+    """
+    _check(unit_size, 0)
+    units: list[Unit] = []
+    for n, rec in enumerate(records):
+        pieces = split_text(rec.text, unit_size, 0)
+        for k, piece in enumerate(pieces):
+            prev = units[-1] if units else None
+            if (k == 0 and len(pieces) == 1 and prev is not None and rec.title and prev.title == rec.title
+                    and prev.record == n - 1 and len(prev.text) + 1 + len(piece) <= unit_size):
+                units[-1] = Unit(f"{prev.text}\n{piece}", rec.title, n)
+            else:
+                units.append(Unit(piece, rec.title, n))
+    return units

@@ -1,9 +1,12 @@
-"""Qdrant storage for chunks: embedded local mode on disk, or a Qdrant server.
+"""Qdrant storage for retrieval units: embedded local mode on disk, or a Qdrant server.
 
-Each point is one chunk with payload ``source`` (absolute path), ``chunk_index``, ``n_chunks``,
-``text`` and ``file_hash`` (sha256 of the file's bytes). A document version is complete when all
-``n_chunks`` points with its hash are present; writes go new-points-first, then old-version
-delete, so a crash in between leaves both versions and never none.
+Each point is one unit with two named vectors, ``dense`` (the embedding) and ``bm25`` (sparse
+BM25 term weights, collection modifier IDF; see :mod:`voice.rag.lexical`), so the dense and
+the lexical index are one set of points and every write, update or delete keeps them in step.
+Payload: ``source`` (absolute path), ``chunk_index``, ``n_chunks``, ``text``, ``title``,
+``record``, ``file_hash`` (sha256 of the file's bytes) and ``schema``. A document version is
+complete when all ``n_chunks`` points with its hash are present; writes go new-points-first,
+then old-version delete, so a crash in between leaves both versions and never none.
 
 Qdrant's local mode holds an exclusive file lock on its folder, so one process may open a folder
 only once: :class:`ClientPool` hands every :class:`ChunkStore` on the same folder one shared
@@ -19,21 +22,33 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from voice.errors import ConfigError, VoiceError
+from voice.rag.lexical import LocalIndex, Sparse
 
 log = logging.getLogger(__name__)
 
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-7d0e-4a8e-9b63-2f1f8f0b9c11")
 
 
+#: Named vectors of a collection: the dense embedding and the BM25 sparse vector.
+DENSE = "dense"
+LEXICAL = "bm25"
+#: Payload ``schema`` of the units written now; 1 was one unnamed dense vector per 800-character chunk.
+SCHEMA = 2
+
+
 class KnowledgeBaseBusy(VoiceError):
     """The local knowledge-base folder is locked by another process."""
+
+
+class KnowledgeBaseOutdated(ConfigError):
+    """The collection was built by an older voice (one dense vector per long chunk)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,8 @@ class _Shared:
     client: Any
     lock: threading.RLock
     refs: int = 0
+    #: Local mode: the in-memory copy of each collection's indexes (dropped on every write).
+    indexes: dict[str, LocalIndex] = field(default_factory=dict)
 
 
 class ClientPool:
@@ -248,7 +265,7 @@ def point_id(source: str, file_hash: str, index: int) -> str:
 
 
 class ChunkStore:
-    """The chunk collection of one knowledge base. Thread-safe through the shared client's lock."""
+    """The unit collection of one knowledge base. Thread-safe through the shared client's lock."""
 
     def __init__(self, pool: ClientPool, collection: str, *, path: Path | None = None,
                  url: str | None = None) -> None:
@@ -257,6 +274,10 @@ class ChunkStore:
         self._pool = pool
         self._key, self._shared = pool.acquire(path=path, url=url)
         self._closed = False
+
+    @property
+    def local(self) -> bool:
+        return not self._key.startswith("url:")
 
     @property
     def _client(self) -> Any:
@@ -269,56 +290,96 @@ class ChunkStore:
             self._closed = True
             self._pool.release(self._key)
 
+    def _changed(self) -> None:
+        self._shared.indexes.pop(self.collection, None)
+
     # ------------------------------------------------------------------ schema
     def exists(self) -> bool:
         with self._shared.lock:
             return bool(self._client.collection_exists(self.collection))
 
+    def _params(self) -> Any:
+        with self._shared.lock:
+            return self._client.get_collection(self.collection).config.params
+
     def dim(self) -> int | None:
         if not self.exists():
             return None
-        with self._shared.lock:
-            info = self._client.get_collection(self.collection)
-        vectors = info.config.params.vectors
+        vectors = self._params().vectors
+        if isinstance(vectors, dict):
+            vectors = vectors.get(DENSE)
         return int(vectors.size) if hasattr(vectors, "size") else None
+
+    def outdated(self) -> bool:
+        """True for a collection of the old shape (no named dense + BM25 vectors)."""
+        if not self.exists():
+            return False
+        params = self._params()
+        return not (isinstance(params.vectors, dict) and DENSE in params.vectors
+                    and LEXICAL in (params.sparse_vectors or {}))
+
+    def check(self) -> None:
+        """Raise :class:`KnowledgeBaseOutdated` for an old-shape collection."""
+        if self.outdated():
+            raise KnowledgeBaseOutdated(
+                f"knowledge base {self.location} was built by an older voice (long chunks, no"
+                " lexical index)",
+                hint="rebuild it: voice ingest --rebuild, optionally with the document folders",
+            )
 
     def ensure(self, dim: int) -> None:
         from qdrant_client import models
 
         with self._shared.lock:
             have = self.dim()
-            if have is None:
+            if not self.exists():
                 self._client.create_collection(
                     self.collection,
-                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                    vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+                    sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 )
-                if self._key.startswith("url:"):  # local mode has no payload indexes
-                    for field, schema in (("source", models.PayloadSchemaType.KEYWORD),
-                                          ("file_hash", models.PayloadSchemaType.KEYWORD)):
-                        self._client.create_payload_index(self.collection, field, field_schema=schema)
-            elif have != dim:
+                if not self.local:  # local mode has no payload indexes
+                    for field_name, schema in (("source", models.PayloadSchemaType.KEYWORD),
+                                               ("file_hash", models.PayloadSchemaType.KEYWORD)):
+                        self._client.create_payload_index(self.collection, field_name, field_schema=schema)
+                self._changed()
+                return
+            self.check()
+            if have != dim:
                 raise ConfigError(
                     f"knowledge base {self.location} holds {have}-dimensional vectors but the embedder"
                     f" makes {dim}-dimensional ones; clear it (voice kb clear) or use another --kb"
                 )
 
     # ------------------------------------------------------------------ writes
-    def put_document(self, source: str, file_hash: str, texts: Sequence[str], vectors: np.ndarray,
-                     *, batch: int = 256, extra: dict[str, Any] | None = None) -> None:
-        """Write all chunks of one document version, then delete its other versions."""
+    @staticmethod
+    def make_point(pid: str, vector: np.ndarray, sparse: Sparse, payload: dict[str, Any]) -> Any:
         from qdrant_client import models
 
-        n = len(texts)
+        return models.PointStruct(
+            id=pid,
+            vector={DENSE: vector.tolist(),
+                    LEXICAL: models.SparseVector(indices=sparse.indices, values=sparse.values)},
+            payload={**payload, "schema": SCHEMA},
+        )
+
+    def put_document(self, source: str, file_hash: str, units: Sequence[dict[str, Any]], vectors: np.ndarray,
+                     sparse: Sequence[Sparse], *, batch: int = 256) -> None:
+        """Write all units of one document version, then delete its other versions.
+
+        ``units`` are payloads with at least ``text``; source, hash and positions are added.
+        """
+        from qdrant_client import models
+
+        n = len(units)
         points = [
-            models.PointStruct(
-                id=point_id(source, file_hash, i),
-                vector=vectors[i].tolist(),
-                payload={"source": source, "chunk_index": i, "n_chunks": n, "text": texts[i],
-                         "file_hash": file_hash, **(extra or {})},
-            )
+            self.make_point(point_id(source, file_hash, i), vectors[i], sparse[i],
+                            {"source": source, "chunk_index": i, "n_chunks": n, "file_hash": file_hash,
+                             **units[i]})
             for i in range(n)
         ]
         with self._shared.lock:
+            self._changed()
             for start in range(0, n, batch):
                 self._client.upsert(self.collection, points=points[start : start + batch], wait=True)
             self._client.delete(
@@ -335,6 +396,7 @@ class ChunkStore:
         buf: list[Any] = []
         count = 0
         with self._shared.lock:
+            self._changed()
             for p in points:
                 buf.append(p)
                 if len(buf) >= batch:
@@ -352,6 +414,7 @@ class ChunkStore:
         if not self.exists():
             return
         with self._shared.lock:
+            self._changed()
             self._client.delete(
                 self.collection,
                 points_selector=models.FilterSelector(filter=models.Filter(
@@ -362,24 +425,25 @@ class ChunkStore:
 
     def drop(self) -> None:
         with self._shared.lock:
+            self._changed()
             if self._client.collection_exists(self.collection):
                 self._client.delete_collection(self.collection)
 
     # ------------------------------------------------------------------ reads
-    def _scroll(self, flt: Any, fields: list[str]) -> Iterator[Any]:
+    def _scroll(self, flt: Any, fields: list[str] | bool, *, vectors: bool = False) -> Iterator[Any]:
         offset = None
         while True:
             with self._shared.lock:
                 points, offset = self._client.scroll(
                     self.collection, scroll_filter=flt, limit=1024, offset=offset,
-                    with_payload=fields, with_vectors=False,
+                    with_payload=fields, with_vectors=vectors,
                 )
             yield from points
             if offset is None:
                 return
 
     def documents(self) -> list[StoredDoc]:
-        """Every document version stored, with how many of its chunks are present."""
+        """Every document version stored, with how many of its units are present."""
         if not self.exists():
             return []
         counts: dict[tuple[str, str], list[int]] = {}
@@ -412,12 +476,70 @@ class ChunkStore:
         with self._shared.lock:
             return int(self._client.count(self.collection, exact=True).count)
 
-    def search(self, vector: np.ndarray, limit: int, threshold: float | None) -> list[tuple[float, dict[str, Any]]]:
+    def local_index(self) -> LocalIndex:
+        """The in-memory copy of both indexes (local mode), built on first use after a write."""
+        with self._shared.lock:
+            index = self._shared.indexes.get(self.collection)
+            if index is None:
+                ids: list[str] = []
+                dense: list[list[float]] = []
+                sparse: list[Sparse] = []
+                for p in self._scroll(None, False, vectors=True):
+                    vec = p.vector or {}
+                    sv = vec.get(LEXICAL)
+                    ids.append(str(p.id))
+                    dense.append(vec[DENSE])
+                    sparse.append(Sparse(list(sv.indices), list(sv.values)) if sv is not None else Sparse([], []))
+                dim = self.dim() or 0
+                matrix = np.asarray(dense, dtype=np.float32).reshape(len(ids), dim)
+                index = LocalIndex(ids, matrix, sparse)
+                self._shared.indexes[self.collection] = index
+            return index
+
+    def search_dense(self, vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
+        """(point id, cosine similarity), best first."""
         if not self.exists():
             return []
+        if self.local:
+            return self.local_index().search_dense(vector, limit)
+        with self._shared.lock:
+            res = self._client.query_points(self.collection, query=vector.tolist(), using=DENSE,
+                                            limit=limit, with_payload=False)
+        return [(str(p.id), float(p.score)) for p in res.points]
+
+    def search_lexical(self, query: Sparse, limit: int) -> list[tuple[str, float]]:
+        """(point id, BM25 score), best first; only units sharing a term with the query."""
+        if not self.exists() or not query.indices:
+            return []
+        if self.local:
+            return self.local_index().search_sparse(query, limit)
+        return self.search_lexical_qdrant(query, limit)
+
+    def search_lexical_qdrant(self, query: Sparse, limit: int) -> list[tuple[str, float]]:
+        """The same search done by Qdrant itself (the server's way; local mode's reference)."""
+        from qdrant_client import models
+
         with self._shared.lock:
             res = self._client.query_points(
-                self.collection, query=vector.tolist(), limit=limit,
-                score_threshold=threshold, with_payload=True,
+                self.collection, query=models.SparseVector(indices=query.indices, values=query.values),
+                using=LEXICAL, limit=limit, with_payload=False,
             )
-        return [(float(p.score), dict(p.payload or {})) for p in res.points]
+        return [(str(p.id), float(p.score)) for p in res.points if p.score > 0]
+
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Payloads of the given points (those that exist)."""
+        if not ids:
+            return {}
+        with self._shared.lock:
+            points = self._client.retrieve(self.collection, ids=list(ids), with_payload=True,
+                                           with_vectors=False)
+        return {str(p.id): dict(p.payload or {}) for p in points}
+
+    def dense_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Dense vectors of the given points (those that exist)."""
+        if not ids:
+            return {}
+        with self._shared.lock:
+            points = self._client.retrieve(self.collection, ids=list(ids), with_payload=False,
+                                           with_vectors=[DENSE])
+        return {str(p.id): np.asarray((p.vector or {})[DENSE], dtype=np.float32) for p in points}

@@ -1,4 +1,4 @@
-"""Synthetic knowledge bases of N chunks, built fast, for benchmarks (scripts/bench_rag.py,
+"""Synthetic knowledge bases of N units, built fast, for benchmarks (scripts/bench_rag.py,
 scripts/bench_llm.py).
 
 Embedding 10k real chunks takes minutes on a small CPU, so only a small set of real sentences is
@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from voice.rag.kb import KnowledgeBase
-from voice.rag.store import point_id
+from voice.rag.lexical import doc_vector
+from voice.rag.store import ChunkStore, point_id
 
 _SUBJECTS = ["The harbour authority", "Our finance team", "The city library", "A local bakery",
              "The hiking club", "The school board", "The museum", "A software vendor",
@@ -54,8 +55,6 @@ def build_synthetic_kb(
     """
     import time
 
-    from qdrant_client import models
-
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     kb.clear()
@@ -77,18 +76,19 @@ def build_synthetic_kb(
             for j in range(n):
                 i = start + j
                 src = f"/synthetic/doc{i // 20:05d}.txt"
-                yield models.PointStruct(
-                    id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"syn{seed}-{i}")),
-                    vector=vecs[j].astype(np.float32).tolist(),
-                    payload={"source": src, "chunk_index": i % 20, "n_chunks": 20,
-                             "text": synthetic_text(rng, i), "file_hash": f"synthetic-{i // 20}"},
+                text = synthetic_text(rng, i)
+                yield ChunkStore.make_point(
+                    str(uuid.uuid5(uuid.NAMESPACE_OID, f"syn{seed}-{i}")), vecs[j].astype(np.float32),
+                    doc_vector(text),
+                    {"source": src, "chunk_index": i % 20, "n_chunks": 20, "text": text, "title": "",
+                     "record": i % 20, "file_hash": f"synthetic-{i // 20}"},
                 )
         for k, text in enumerate(needle_texts):
             src = f"/synthetic/needle{k}.txt"
-            yield models.PointStruct(
-                id=point_id(src, "needle", 0), vector=needle_vecs[k].tolist(),
-                payload={"source": src, "chunk_index": 0, "n_chunks": 1, "text": text,
-                         "file_hash": "needle"},
+            yield ChunkStore.make_point(
+                point_id(src, "needle", 0), needle_vecs[k], doc_vector(text),
+                {"source": src, "chunk_index": 0, "n_chunks": 1, "text": text, "title": "", "record": 0,
+                 "file_hash": "needle"},
             )
 
     t0 = time.perf_counter()

@@ -48,9 +48,9 @@ class ServerResources:
         )
         if self.cfg.rag.enabled and self.cfg.kb_dir().exists():
             try:
-                from voice.rag import KnowledgeBase
+                from voice.rag import open_kb
 
-                self.kb = KnowledgeBase(self.cfg)
+                self.kb = open_kb(self.cfg, None)  # an old-shape knowledge base is refused here
             except Exception as err:  # a broken KB must not stop the server; answers go without it
                 log.warning("knowledge base not used: %s", err)
         self.ready = True
