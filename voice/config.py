@@ -121,6 +121,11 @@ class PiperConfig:
     noise_w_scale: float | None = field(default=None, metadata={"range": (0.0, 2.0)})
     #: ONNX Runtime threads per loaded voice; 0 = its default (all cores); at most 1024.
     threads: int = field(default=0, metadata={"range": (0, 1024)})
+    #: ONNX Runtime's CPU memory arena. None: on for one user (chat, say, synth), off under
+    #: `voice serve` and `voice wyoming`, where sessions synthesize at once: 8 concurrent
+    #: 250-character sentences left RSS at 1.54-1.55 GB with it after they finished (it keeps
+    #: every thread's peak) and 325-367 MB without, at about 1.2x the time (2-core CPU, loaded).
+    cpu_mem_arena: bool | None = None
     #: Most phonemes Piper synthesizes in one call: a longer piece is split between words.
     #: Characters do not bound phonemes ("$999,999,999" is 12 characters and 60 phonemes: 300
     #: characters of such text make 1,511), and memory follows phonemes (about 1.3 MB each).

@@ -1,4 +1,4 @@
-"""Raw PCM bytes <-> float32 samples, for protocols that carry integer PCM (Wyoming)."""
+"""Raw PCM bytes <-> float32 samples, for protocols that carry integer PCM (realtime, Wyoming)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voice.audio.pcm import float_to_pcm16
+
 
 class OutboxFull(Exception):
     """The client has ``max_events`` events or ``max_bytes`` of them waiting."""
@@ -125,15 +127,6 @@ class TokenBucket:
             return False
         self.tokens -= 1.0
         return True
-
-
-def float_to_pcm16(audio: np.ndarray) -> bytes:
-    a = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    return (a * 32767.0).astype("<i2").tobytes()
-
-
-def pcm16_to_float(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
 class SocketSink:

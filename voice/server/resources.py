@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -37,7 +38,10 @@ class ServerResources:
             # every session's chain copies this config, so all share this one llama.cpp server
             self.cfg.llm.embedded.parallel = self.cfg.server.llm_slots
         self.transcriber = get_transcriber(self.cfg)
-        self.tts = create_engine(self.cfg)
+        piper = self.cfg.tts.piper
+        if piper.cpu_mem_arena is None:  # sessions synthesize at once: no arena kept at their peak
+            piper = dataclasses.replace(piper, cpu_mem_arena=False)
+        self.tts = create_engine(dataclasses.replace(self.cfg, tts=dataclasses.replace(self.cfg.tts, piper=piper)))
         self.runtime = LlmRuntime()
         self.vad_session = await asyncio.to_thread(load_silero_session)
         start = getattr(self.transcriber, "start", None)

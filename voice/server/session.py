@@ -20,13 +20,14 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from voice.audio.pcm import pcm_to_float
 from voice.config import Config
 from voice.pipeline import events as pev
 from voice.server import events as ev
 from voice.server import protocol as p
 from voice.server.connection import VoiceConnection
 from voice.server.metrics import ServerMetrics
-from voice.server.outbox import Outbox, OutboxFull, SocketSink, TokenBucket, pcm16_to_float
+from voice.server.outbox import Outbox, OutboxFull, SocketSink, TokenBucket
 from voice.server.resources import ServerResources
 from voice.server.settings import SessionSettings
 
@@ -182,7 +183,7 @@ class RealtimeSession:
     async def _command(self, cmd: p.Command) -> None:
         conv = self.conv
         if isinstance(cmd, p.AppendAudio):
-            audio = pcm16_to_float(cmd.pcm)
+            audio = pcm_to_float(cmd.pcm, 2, 1)
             if cmd.sample_rate != PIPELINE_RATE:
                 if self._resampler is None or self._resampler_rate != cmd.sample_rate:
                     from voice.audio.resample import StreamResampler

@@ -136,6 +136,7 @@ class PiperEngine:
                 # per shape, and with them the arena kept growing: 30 pieces of ~300 characters
                 # peaked at 743 MB (501 MB after 5), without them at 568 MB, no slower.
                 opts.enable_mem_pattern = False
+                opts.enable_cpu_mem_arena = self.cfg.tts.piper.cpu_mem_arena is not False
                 if self.cfg.tts.piper.threads > 0:
                     opts.intra_op_num_threads = self.cfg.tts.piper.threads
                     opts.inter_op_num_threads = 1
