@@ -18,6 +18,7 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -586,12 +587,27 @@ async def test_outbox_bounds_every_kind() -> None:
     assert bucket.take(0.5) and not bucket.take(0.5)  # refilled one in 0.5 s
 
 
+def _all_freed(refs: list[weakref.ref[Any]], within: float = 15.0) -> bool:
+    """Every referent collected within ``within`` s (a cancelled answer's worker thread lets go
+    of its session when its current step ends)."""
+    t0 = time.monotonic()
+    while True:
+        gc.collect()
+        if all(r() is None for r in refs):
+            return True
+        if time.monotonic() - t0 > within:
+            return False
+        time.sleep(0.2)
+
+
 def test_ten_rounds_of_never_reading_clients_leave_nothing(strict_server: RunningServer) -> None:
     """The three attacks at once, ten times over: every connection is closed within its
-    deadline each round, and memory after ten rounds is where it was after the first."""
+    deadline each round, nothing of it stays alive, and memory after the last rounds is within
+    50 MB of the first."""
     reasons: list[str] = []
     rss: list[float] = []
-    for _ in range(10):
+    leaked: list[int] = []
+    for i in range(10):
         opened = time.monotonic()
         clients, workers = _three_attacks(strict_server)
         conns = _connections(strict_server)
@@ -603,10 +619,17 @@ def test_ten_rounds_of_never_reading_clients_leave_nothing(strict_server: Runnin
         assert all(c.is_dead() for c in clients)
         for c in clients:
             c.close()
-        gc.collect()
-        rss.append(rss_mb())
+        refs = [weakref.ref(c) for c in conns.values()]
+        del conns
+        if not _all_freed(refs):
+            leaked.append(i)
+        rss.append(rss_mb(settle_s=0.5))
     r = asyncio.run(_normal_turn(strict_server))
     assert r["status"] == "completed" and r["audio"] > 0
     print(f"10 rounds: reasons {sorted(set(reasons))}; rss after each round {[round(x) for x in rss]} MB")
     assert reasons[1::3] == ["slow_client"] * 10  # pings: nothing read while the pongs are unread
-    assert rss[-1] - rss[0] < 50, rss
+    assert not leaked, f"connections of rounds {leaked} still alive"
+    # A per-client leak grows every round; the allocator's one-off steps (a new worker thread's
+    # arena: +60 MB once in round 7 of a CI run, partly given back) do not. So the last three
+    # rounds' lowest figure is held to 50 MB over the first round.
+    assert min(rss[-3:]) - rss[0] < 50, rss
