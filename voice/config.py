@@ -29,6 +29,7 @@ ComputeType = Literal["default", "auto", "int8", "int8_float32", "int8_float16",
 TtsEngine = Literal["piper", "chattts", "chatterbox"]
 LlmBackend = Literal["embedded", "ollama", "llamacpp", "vllm", "openai", "gemini"]
 LlmTool = Literal["current_time", "search_knowledge"]
+Speculative = Literal["off", "ngram", "draft"]
 
 ENV_PREFIX = "VOICE_"
 
@@ -247,6 +248,15 @@ class EmbeddedLlmConfig:
     parallel: int = field(default=2, metadata={"range": (1, 256)})
     #: Seconds to wait for the server to become healthy; 1 to 3600.
     start_timeout_s: float = field(default=120.0, metadata={"range": (1.0, 3600.0)})
+    #: Speculative decoding: off; ngram (drafts copied from the prompt's own token history,
+    #: no second model); draft (a small model of the same family drafts, see draft_model).
+    #: README gives the figures behind the default.
+    speculative: Speculative = "off"
+    #: Registry name or path of the draft model for speculative = "draft"; it must share the
+    #: main model's tokenizer (Qwen2.5 0.5B drafting for 1.5B).
+    draft_model: str = "qwen2.5-0.5b-instruct"
+    #: Most tokens drafted per step (draft model or n-gram match); 1 to 64.
+    draft_max: int = field(default=16, metadata={"range": (1, 64)})
 
 
 @dataclass

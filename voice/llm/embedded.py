@@ -39,7 +39,8 @@ class ServerInfo:
 def embedded_key(cfg: Any) -> tuple[Any, ...]:
     """What makes two embedded servers different (used to share one per process)."""
     e = cfg.llm.embedded
-    return (e.model, e.n_ctx, e.n_gpu_layers, e.threads, e.device, e.parallel)
+    spec = (e.speculative, e.draft_model if e.speculative == "draft" else None, e.draft_max)
+    return (e.model, e.n_ctx, e.n_gpu_layers, e.threads, e.device, e.parallel, *spec)
 
 
 class EmbeddedServer:
@@ -77,7 +78,8 @@ class EmbeddedServer:
             from voice.models import registry_for
 
             e = self.cfg.llm.embedded
-            path = registry_for(self.cfg).resolve(e.model, kind="llm").path
+            registry = registry_for(self.cfg)
+            path = registry.resolve(e.model, kind="llm").path
             if not path.is_file():
                 raise ModelNotAvailable(f"llm.embedded.model {e.model!r} resolves to {path}, which is not a GGUF file")
             try:
@@ -100,6 +102,7 @@ class EmbeddedServer:
             p.hostnames = ["127.0.0.1"]
             p.port = 0  # a free port, chosen by the OS
             p.api_keys = [key]
+            _speculative(p, e, registry, n_gpu, threads)
             p.endpoint_metrics = True
             p.endpoint_slots = True
             p.verbosity = 0
@@ -139,3 +142,34 @@ class EmbeddedServer:
             server, self._server, self._info = self._server, None, None
         if server is not None:
             del server  # xllamacpp stops its HTTP thread and frees the model on deallocation
+
+
+#: Tokens an n-gram draft is keyed on (llama.cpp's default of 12 never matched within the
+#: one- to three-sentence answers voice asks for; 3 is the usual prompt-lookup key).
+NGRAM_KEY = 3
+
+
+def _speculative(p: Any, e: Any, registry: Any, n_gpu: int, threads: int) -> None:
+    """Set llama.cpp's speculative decoding from ``llm.embedded.speculative``."""
+    if e.speculative == "off":
+        return
+    import xllamacpp
+
+    kinds = xllamacpp.common_speculative_type
+    s = p.speculative
+    if e.speculative == "ngram":
+        # map-k: drafts the continuation that followed the same key n-gram earlier in the prompt
+        # (grounded answers copy phrases from their context); it accepted the most per draft here.
+        s.types = [kinds.COMMON_SPECULATIVE_TYPE_NGRAM_MAP_K]
+        s.ngram_map_k.size_n = NGRAM_KEY
+        s.ngram_map_k.size_m = e.draft_max
+        return
+    draft = registry.resolve(e.draft_model, kind="llm").path
+    if not draft.is_file():
+        raise ModelNotAvailable(f"llm.embedded.draft_model {e.draft_model!r} resolves to {draft}, which is not a GGUF file")
+    s.types = [kinds.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
+    s.draft.mparams.path = str(draft)
+    s.draft.n_max = e.draft_max
+    s.draft.n_gpu_layers = n_gpu
+    s.draft.cpuparams.n_threads = threads
+    s.draft.cpuparams_batch.n_threads = threads
