@@ -90,17 +90,19 @@ class RawClient:
         with contextlib.suppress(OSError):
             self.sock.sendall(data)
 
-    def is_dead(self) -> bool:
-        """True once the server has ended the TCP connection (reads what is buffered to see it)."""
+    def is_dead(self, within: float = 5.0) -> bool:
+        """True once the server has ended the TCP connection (reads what is buffered to see it);
+        waits up to ``within`` s for the FIN behind the data still in flight on a loaded machine."""
         self.sock.settimeout(0.2)
-        try:
-            for _ in range(10_000):
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
                 if not self.sock.recv(65536):
                     return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except (TimeoutError, BlockingIOError):
-            return False
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            except (TimeoutError, BlockingIOError):
+                pass
         return False
 
     def close(self) -> None:
@@ -245,7 +247,7 @@ def test_never_reading_client_is_closed_and_freed(strict_server: RunningServer, 
     if worker is not None:
         worker.join(timeout=30)
         assert not worker.is_alive(), "the flood was never cut off"
-    reason = _check_deadline(conn)
+    reason = _check_deadline(conn, t0)
     assert client.is_dead()
     client.close()
     stop.set()
@@ -255,7 +257,10 @@ def test_never_reading_client_is_closed_and_freed(strict_server: RunningServer, 
     for r in results:
         assert r["status"] == "completed" and r["audio"] > 0
     if attack == "long_answer":
-        assert reason == "slow_client"  # its audio waited (bounded), then the deadline fired
+        # Its audio waited (bounded), then the send deadline fired; on a loaded machine the
+        # answer may not have filled the buffers before the keepalive's deadline, which then
+        # closes it (CI, load 7-9): only a connection whose writes never stalled may end so.
+        assert reason == "slow_client" or (reason == "keepalive" and conn.paused_at is None), (reason, conn.paused_at)
     closed = strict_server.server.metrics.sessions_closed
     print(f"{attack}: closed for {reason} after {held_s:.1f} s; rss {base:.0f} -> peak {peak[0]:.0f} -> "
           f"{after:.0f} MB; closed so far {dict(closed)}")
