@@ -370,3 +370,34 @@ def test_unread_speech_response_is_aborted(limited: RunningServer) -> None:
     # far less than the ~80 s (3.8 MB) of audio the input makes: synthesis stopped with it
     assert len(received) < 1_500_000, len(received)
     assert client(limited.port).models.list().data
+
+
+def test_translation_and_languages_with_a_multilingual_model(voice_server: RunningServer, tmp_path: Path) -> None:
+    import copy
+    import shutil
+    import subprocess
+
+    from voice.asr import get_transcriber
+
+    cfg = copy.deepcopy(voice_server.server.cfg)
+    cfg.asr.model = "whisper-base"
+    resources = copy.copy(voice_server.server.resources)  # same TTS and LLM, another Whisper
+    resources.transcriber = get_transcriber(cfg)
+    resources.transcriber.load()
+    german = tmp_path / "de.wav"
+    text = "Guten Morgen. Heute ist das Wetter in Berlin sehr schön, und wir gehen am Nachmittag in den Park."
+    subprocess.run([shutil.which("espeak-ng") or "espeak-ng", "-v", "de", "-w", str(german), text], check=True)
+    running, shutdown = start_server(cfg, resources=resources)
+    try:
+        c = client(running.port)
+        with german.open("rb") as fh:
+            v = c.audio.translations.create(model="whisper-1", file=fh, response_format="verbose_json")
+        assert v.language == "german" and v.task == "translate"  # type: ignore[attr-defined]
+        words = v.text.lower()
+        assert "berlin" in words and any(w in words for w in ("morning", "weather", "park")), v.text
+        with german.open("rb") as fh:
+            de = c.audio.transcriptions.create(model="whisper-1", file=fh, language="de")
+        assert "morgen" in de.text.lower(), de.text
+        assert "whisper-base" in [m.id for m in c.models.list()]
+    finally:
+        shutdown()

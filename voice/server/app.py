@@ -139,6 +139,7 @@ class VoiceServer:
         await self._server.serve_forever()
 
     async def aclose(self) -> None:
+        self.audio_api.abort_all()
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()

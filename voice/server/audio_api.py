@@ -79,6 +79,12 @@ class AudioApi:
         self.created = int(time.time())
         self._names: Names | None = None
         self._asr_lock: asyncio.Lock | None = None
+        self._exchanges: set[HttpExchange] = set()
+
+    def abort_all(self) -> None:
+        """Server shutdown: end every request under way now (streams included)."""
+        for ex in list(self._exchanges):
+            ex.conn.transport.abort()
 
     def names(self) -> Names:
         if self._names is None:
@@ -93,6 +99,13 @@ class AudioApi:
 
     # ------------------------------------------------------------------ admission
     async def __call__(self, ex: HttpExchange) -> None:
+        self._exchanges.add(ex)
+        task = asyncio.current_task()
+        if task is not None:  # held until the connection's task ends (after the half-close linger)
+            task.add_done_callback(lambda _: self._exchanges.discard(ex))
+        await self._serve(ex)
+
+    async def _serve(self, ex: HttpExchange) -> None:
         await ex.read_request()
         headers = Headers(list(ex.headers.items()))
         policy = self.gate.policy

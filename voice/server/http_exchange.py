@@ -128,8 +128,7 @@ class HttpExchange:
 
     @property
     def method(self) -> str:
-        assert self.request is not None
-        return self.request.method.decode("latin-1")
+        return self.request.method.decode("latin-1") if self.request is not None else ""
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body piece by piece; ApiError 413 past ``max_body``; TimeoutError past the deadline."""
@@ -179,7 +178,7 @@ class HttpExchange:
                                       headers=[*base, *self.extra_headers, *headers]))
 
     async def write(self, data: bytes) -> None:
-        if data:
+        if data and self.method != "HEAD":  # a HEAD response has headers only
             await self._send(h11.Data(data=data))
 
     async def end(self) -> None:
