@@ -239,6 +239,27 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(
     with jfk[0].open("rb") as fh:
         assert "country" in c.audio.transcriptions.create(model="whisper-1", file=fh).text.lower()
     assert httpx.get(f"http://127.0.0.1:{voice_server.port}/healthz").json()["status"] == "ok"
+    metrics = httpx.get(f"http://127.0.0.1:{voice_server.port}/metrics").text
+    for line in ('voice_http_requests_total{route="/v1/audio/transcriptions",status="415"}',
+                 'voice_http_requests_total{route="/v1/audio/transcriptions",status="200"}',
+                 'voice_http_requests_total{route="other",status="404"}', "voice_http_requests_active 0"):
+        assert line in metrics, line
+
+
+def test_expect_100_continue(voice_server: RunningServer, jfk: tuple[Path, str]) -> None:
+    body = (b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+            b'--x\r\nContent-Disposition: form-data; name="response_format"\r\n\r\ntext\r\n'
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="jfk.wav"\r\n\r\n'
+            + jfk[0].read_bytes() + b"\r\n--x--\r\n")
+    s = _raw(voice_server.port, b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+             b"Content-Type: multipart/form-data; boundary=x\r\nExpect: 100-continue\r\n"
+             b"Content-Length: %d\r\n\r\n" % (voice_server.port, len(body)))
+    s.settimeout(10)
+    assert s.recv(100).startswith(b"HTTP/1.1 100 ")  # asked for before the body is sent (curl does)
+    s.sendall(body)
+    answer = _read_all(s, 60)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"country" in answer.lower(), answer[:300]
 
 
 def test_cors_preflight_and_origin(voice_server: RunningServer) -> None:
@@ -283,7 +304,8 @@ def limited(voice_server: RunningServer) -> Iterator[RunningServer]:
     small = dataclasses.replace(
         cfg, server=dataclasses.replace(cfg.server, http_max_requests=1, http_max_body_bytes=400_000,
                                         http_max_field_chars=100, http_request_timeout_s=2.0,
-                                        http_send_timeout_s=1.0, socket_send_buffer_bytes=16384),
+                                        http_send_timeout_s=1.0, socket_send_buffer_bytes=16384,
+                                        open_timeout_s=1.5),
         tts=dataclasses.replace(cfg.tts, max_say_chars=2000))
     running, shutdown = start_server(small, resources=voice_server.server.resources)
     yield running
@@ -401,3 +423,21 @@ def test_translation_and_languages_with_a_multilingual_model(voice_server: Runni
         assert "whisper-base" in [m.id for m in c.models.list()]
     finally:
         shutdown()
+
+
+def test_open_timeout_cuts_handshakes_not_long_responses(limited: RunningServer) -> None:
+    import numpy as np
+
+    for head in (b"", b"GET /v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\n"):  # silent, then a stalled handshake
+        t0 = time.perf_counter()
+        s = _raw(limited.port, head)
+        assert _read_all(s, 10) == b""
+        took = time.perf_counter() - t0
+        s.close()
+        assert 1.3 < took < 5, took
+    # a streamed response that lasts longer than open_timeout_s (1.5 s) is not cut
+    t0 = time.perf_counter()
+    pcm = client(limited.port).audio.speech.create(model="tts-1", voice="alloy", input=SENTENCES * 8,
+                                                    response_format="pcm").read()
+    took = time.perf_counter() - t0
+    assert took > 1.5 and len(np.frombuffer(pcm, "<i2")) / 24000 > 30, (took, len(pcm))

@@ -62,7 +62,7 @@ class VoiceServer:
             sessions=lambda: self.metrics.sessions_active, metrics_text=self.metrics.render, health=self.health,
             on_reject=lambda reason: self.metrics.sessions_rejected.update([reason]),
         )
-        self.audio_api = AudioApi(cfg, self.resources, self.gate)
+        self.audio_api = AudioApi(cfg, self.resources, self.gate, self.metrics)
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok" if self.resources.ready else "loading", "sessions": self.metrics.sessions_active,

@@ -24,6 +24,7 @@ from voice.errors import ConfigError, InputError, VoiceError
 from voice.server.encoders import SpeechEncoder
 from voice.server.http import Gate
 from voice.server.http_exchange import HttpExchange
+from voice.server.metrics import ServerMetrics
 from voice.server.openai_audio import (
     SPEECH_CONTENT_TYPES,
     ApiError,
@@ -71,10 +72,12 @@ def decode_upload(data: bytes, filename: str) -> np.ndarray:
 class AudioApi:
     """``await api(exchange)`` serves one request. Shares the models in ``resources``."""
 
-    def __init__(self, cfg: Config, resources: ServerResources, gate: Gate) -> None:
+    def __init__(self, cfg: Config, resources: ServerResources, gate: Gate,
+                 metrics: ServerMetrics | None = None) -> None:
         self.cfg = cfg
         self.resources = resources
         self.gate = gate
+        self.metrics = metrics if metrics is not None else ServerMetrics()
         self.active = 0
         self.created = int(time.time())
         self._names: Names | None = None
@@ -103,8 +106,14 @@ class AudioApi:
         task = asyncio.current_task()
         if task is not None:  # held until the connection's task ends (after the half-close linger)
             task.add_done_callback(lambda _: self._exchanges.discard(ex))
-        await self._serve(ex)
-
+        try:
+            await self._serve(ex)
+        finally:
+            if ex.request is not None:
+                path = ex.path.rstrip("/")
+                route = path if path in ROUTES else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+                # an error raised here is answered by the exchange after this: count its status then
+                ex.on_status = lambda status: self.metrics.http_requests.update([(route, status)])
     async def _serve(self, ex: HttpExchange) -> None:
         await ex.read_request()
         headers = Headers(list(ex.headers.items()))
@@ -145,10 +154,12 @@ class AudioApi:
                                             code="server_busy"), [("Retry-After", "1")])
             return
         self.active += 1
+        self.metrics.http_active += 1
         try:
             await self._dispatch(ex, path)
         finally:
             self.active -= 1
+            self.metrics.http_active -= 1
 
     async def _dispatch(self, ex: HttpExchange, path: str) -> None:
         if path == "/v1/models":

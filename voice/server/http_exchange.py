@@ -76,6 +76,8 @@ class HttpExchange:
         self._request_done = False
         self._response_done = False
         self._discard = False
+        #: Called once with the status sent (0 = none) when the exchange ends; set by the handler.
+        self.on_status: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------ from the connection
     def receive(self, data: bytes) -> None:
@@ -133,6 +135,8 @@ class HttpExchange:
     async def body(self) -> AsyncIterator[bytes]:
         """The body piece by piece; ApiError 413 past ``max_body``; TimeoutError past the deadline."""
         got = 0
+        if self.h11.they_are_waiting_for_100_continue:  # curl asks before uploads over 1 MB
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
         while True:
             event = await self._next()
             if isinstance(event, h11.Data):
@@ -218,6 +222,8 @@ class HttpExchange:
 
     async def _finish(self) -> None:
         self._discard = True
+        if self.on_status is not None:
+            self.on_status(self.status if self._response_done and self.status is not None else 0)
         transport = self.conn.transport
         if self._closed or transport.is_closing():
             return
