@@ -43,6 +43,16 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load_avg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -62,6 +72,7 @@ def main() -> int:
     from tests.helpers.server import server_config, start_server
     from voice.audio.files import load_audio
 
+    load_before = load_avg()
     speech_dir = Path(args.speech_dir)
     with (speech_dir / "transcripts.tsv").open(newline="") as fh:
         clips = [speech_dir / row["file"] for row in csv.DictReader(fh, delimiter="\t")]
@@ -77,50 +88,69 @@ def main() -> int:
 
         asr: dict[str, list[float]] = {"http": [], "direct": []}
         audio_s = 0.0
-        for _ in range(args.rounds):
-            for clip in clips:
-                t0 = time.perf_counter()
-                audio = load_audio(clip, 16000)
-                res.transcriber.transcribe_sync(audio)
-                direct = time.perf_counter() - t0
-                duration = len(audio) / 16000
-                t0 = time.perf_counter()
-                with clip.open("rb") as fh:
-                    client.audio.transcriptions.create(model="whisper-1", file=fh)
-                http = time.perf_counter() - t0
+        def direct_asr(clip: Path) -> tuple[float, float]:
+            t0 = time.perf_counter()
+            audio = load_audio(clip, 16000)
+            res.transcriber.transcribe_sync(audio)
+            return time.perf_counter() - t0, len(audio) / 16000
+
+        def http_asr(clip: Path) -> float:
+            t0 = time.perf_counter()
+            with clip.open("rb") as fh:
+                client.audio.transcriptions.create(model="whisper-1", file=fh)
+            return time.perf_counter() - t0
+
+        for n in range(args.rounds):
+            for i, clip in enumerate(clips):
+                if (n + i) % 2:
+                    http = http_asr(clip)
+                    direct, duration = direct_asr(clip)
+                else:
+                    direct, duration = direct_asr(clip)
+                    http = http_asr(clip)
                 asr["direct"].append(direct / duration)
                 asr["http"].append(http / duration)
                 audio_s += duration
 
         async def engine_first_chunk(text: str) -> float:
+            # the whole stream is consumed (as the HTTP responses are) so that no synthesis
+            # of one measurement runs on into the next
             t0 = time.perf_counter()
-            stream = res.tts.stream(text)
-            try:
-                await anext(stream)
-                return time.perf_counter() - t0
-            finally:
-                await stream.aclose()
+            first = None
+            async for _ in res.tts.stream(text):
+                first = first or time.perf_counter() - t0
+            assert first is not None
+            return first
+
+        def http_first_byte(text: str, fmt: str) -> float:
+            t0 = time.perf_counter()
+            first = None
+            with client.audio.speech.with_streaming_response.create(
+                    model="tts-1", voice="alloy", input=text, response_format=fmt) as r:  # type: ignore[arg-type]
+                for piece in r.iter_bytes(1024):
+                    if piece and first is None:
+                        first = time.perf_counter() - t0
+            assert first is not None
+            return first
 
         tts: dict[str, list[float]] = {"direct": []}
         formats = [f for f in args.formats.split(",") if f]
         for fmt in formats:
             tts[f"http_{fmt}"] = []
-        for _ in range(args.rounds):
-            for text in TEXTS:
-                tts["direct"].append(asyncio.run(engine_first_chunk(text)))
-                for fmt in formats:
-                    t0 = time.perf_counter()
-                    with client.audio.speech.with_streaming_response.create(
-                            model="tts-1", voice="alloy", input=text, response_format=fmt) as r:  # type: ignore[arg-type]
-                        for piece in r.iter_bytes(1024):
-                            if piece:
-                                tts[f"http_{fmt}"].append(time.perf_counter() - t0)
-                                break
+        ways = ["direct", *formats]
+        for n in range(args.rounds):
+            for i, text in enumerate(TEXTS):
+                k = (n + i) % len(ways)
+                for way in ways[k:] + ways[:k]:  # the order rotates: none always goes first
+                    if way == "direct":
+                        tts["direct"].append(asyncio.run(engine_first_chunk(text)))
+                    else:
+                        tts[f"http_{way}"].append(http_first_byte(text, way))
 
         asr_http, asr_direct = median(asr["http"]), median(asr["direct"])
         out: dict[str, Any] = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "load_before": load_avg(),
+            "machine": f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores",
+            "load_before": load_before,
             "asr_model": res.transcriber.model_name,
             "tts": f"{res.tts.name} {res.tts.default_voice}" if hasattr(res.tts, "default_voice") else res.tts.name,
             "clips": len(clips), "rounds": args.rounds, "audio_s": round(audio_s, 1),
