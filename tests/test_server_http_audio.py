@@ -4,6 +4,7 @@ names such clients send by default (whisper-1, tts-1, alloy). Real models: tiny.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import socket
 import time
@@ -195,7 +196,7 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(
         assert err.value.status_code == status, (err.value.status_code, err.value.body)
         body = err.value.body
         assert isinstance(body, dict) and set(body) == {"message", "type", "param", "code"}, body
-        assert body["param"] == param, body
+        assert body["param"] == param and body["type"] == "invalid_request_error", body
         return body
 
     with notes.open("rb") as fh:
@@ -304,6 +305,7 @@ def limited(voice_server: RunningServer) -> Iterator[RunningServer]:
     small = dataclasses.replace(
         cfg, server=dataclasses.replace(cfg.server, http_max_requests=1, http_max_body_bytes=400_000,
                                         http_max_field_chars=100, http_request_timeout_s=2.0,
+                                        http_max_audio_s=11.5,
                                         http_send_timeout_s=1.0, socket_send_buffer_bytes=16384,
                                         open_timeout_s=1.5),
         tts=dataclasses.replace(cfg.tts, max_say_chars=2000))
@@ -330,6 +332,7 @@ def _read_all(s: socket.socket, limit_s: float = 10) -> bytes:
 
 
 def test_limits_are_enforced(limited: RunningServer, jfk: tuple[Path, str]) -> None:
+    import numpy as np
     import openai
 
     c = client(limited.port, max_retries=0)
@@ -342,6 +345,15 @@ def test_limits_are_enforced(limited: RunningServer, jfk: tuple[Path, str]) -> N
     assert err2.value.body["param"] == "prompt"  # type: ignore[index]
     with jfk[0].open("rb") as fh:  # 100 characters is still fine
         assert c.audio.transcriptions.create(model="whisper-1", file=fh, prompt="x" * 100).text
+    # audio length: jfk.wav (11.0 s) passes 11.5 s, the same clip twice over does not
+    import soundfile as sf
+
+    audio, rate = sf.read(str(jfk[0]), dtype="float32")
+    twice = io.BytesIO()
+    sf.write(twice, np.concatenate([audio, audio])[::2], rate // 2, format="WAV")  # 8 kHz: 350 KB
+    with pytest.raises(openai.BadRequestError) as err4:
+        c.audio.transcriptions.create(model="whisper-1", file=("twice.wav", twice.getvalue()))
+    assert err4.value.body["code"] == "audio_too_long" and "22 s" in err4.value.body["message"]  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as err3:
         c.audio.speech.create(model="tts-1", voice="alloy", input="word " * 401)
     assert err3.value.body["param"] == "input" and "tts.max_say_chars" in err3.value.body["message"]  # type: ignore[index]

@@ -417,6 +417,10 @@ class ServerConfig:
     #: Largest request body in bytes (an upload to /v1/audio/transcriptions, a speech request);
     #: 1 KiB - 1 GiB, default 25 MiB (OpenAI's own limit). More gets 413.
     http_max_body_bytes: int = field(default=26_214_400, metadata={"range": (1024, 1 << 30)})
+    #: Longest audio one transcription or translation takes, in seconds (1-86400); longer gets
+    #: 400. Whisper is shared with the realtime sessions: a file holds it for its length times
+    #: the real-time factor (about 0.1-0.5 with tiny.en on 2 CPU cores).
+    http_max_audio_s: float = field(default=900.0, metadata={"range": (1.0, 86_400.0)})
     #: Longest text form field or JSON string other than the speech `input` (prompt, language,
     #: model, voice, ...), in characters (16 - 1,000,000); more gets 400. Speech `input` is bounded
     #: by tts.max_say_chars.

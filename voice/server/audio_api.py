@@ -50,8 +50,27 @@ ROUTES = {"/v1/audio/transcriptions": "POST", "/v1/audio/translations": "POST", 
 _SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".oga", ".m4a", ".mp4", ".webm", ".mpga", ".mpeg", ".aac"}
 
 
-def decode_upload(data: bytes, filename: str) -> np.ndarray:
-    """An uploaded file as 16 kHz float32 mono; ApiError 415 when it holds no audio. Blocking."""
+def _too_long(seconds: float, max_s: float) -> ApiError:
+    return ApiError(400, f"the audio is {seconds:.0f} s long; at most {max_s:.0f} s (server.http_max_audio_s)",
+                    param="file", code="audio_too_long")
+
+
+def _probe_seconds(path: str) -> float | None:
+    """The length the container's headers give (None if they give none or FFmpeg cannot open it)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if container.duration:
+                return float(container.duration) / 1_000_000
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError):
+        pass
+    return None
+
+
+def decode_upload(data: bytes | bytearray, filename: str, max_s: float) -> np.ndarray:
+    """An uploaded file as 16 kHz float32 mono; ApiError 415 when it holds no audio, 400 when it
+    is longer than ``max_s`` (checked on the headers before decoding, and on the samples). Blocking."""
     from voice.audio.files import load_audio
 
     suffix = Path(filename).suffix.lower()
@@ -59,7 +78,13 @@ def decode_upload(data: bytes, filename: str) -> np.ndarray:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        return load_audio(path, sample_rate=16000)
+        claimed = _probe_seconds(path)
+        if claimed is not None and claimed > max_s:
+            raise _too_long(claimed, max_s)
+        audio = load_audio(path, sample_rate=16000)
+        if len(audio) / 16000 > max_s:
+            raise _too_long(len(audio) / 16000, max_s)
+        return audio
     except InputError as err:
         reason = str(err).replace(f"{path}: ", "").replace(path, "the file")
         raise ApiError(415, f"'file' ({filename[:80] or 'upload'}) is not audio this server can decode: {reason}",
@@ -183,7 +208,7 @@ class AudioApi:
             form.feed(piece)
         form.finish()
         req = transcription_request(form, self.names(), translate=translate)
-        audio = await asyncio.to_thread(decode_upload, req.audio, req.filename)
+        audio = await asyncio.to_thread(decode_upload, req.audio, req.filename, self.cfg.server.http_max_audio_s)
         transcript = await self._run_whisper(req, audio)
         if req.stream:
             await ex.start(200, [("Content-Type", "text/event-stream; charset=utf-8")])

@@ -299,7 +299,7 @@ def _text(fields: dict[str, Any], name: str, max_chars: int, *, required: bool =
 
 @dataclass(frozen=True)
 class TranscriptionRequest:
-    audio: bytes
+    audio: bytes | bytearray
     filename: str
     model: str
     language: str | None
@@ -329,7 +329,7 @@ def transcription_request(form: FormReader, names: Names, *, translate: bool) ->
     if stream and translate:
         raise bad("'stream' is not supported for translations", "stream")
     return TranscriptionRequest(
-        audio=bytes(form.file.data), filename=form.file.filename, model=model,
+        audio=form.file.data, filename=form.file.filename, model=model,
         language=language.lower() if language else None, prompt=_text(f, "prompt", form.max_field_chars),
         response_format=_choice(f, "response_format", TRANSCRIPTION_FORMATS, "json"),
         temperature=_float(f, "temperature", 0.0, 1.0), stream=stream, translate=translate)
