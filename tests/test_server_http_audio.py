@@ -453,3 +453,21 @@ def test_open_timeout_cuts_handshakes_not_long_responses(limited: RunningServer)
                                                     response_format="pcm").read()
     took = time.perf_counter() - t0
     assert took > 1.5 and len(np.frombuffer(pcm, "<i2")) / 24000 > 30, (took, len(pcm))
+
+
+def test_a_handler_failure_is_a_500_and_the_server_goes_on(limited: RunningServer) -> None:
+    import openai
+
+    api = limited.server.audio_api
+
+    async def boom(ex: Any, path: str) -> None:
+        raise RuntimeError("a bug")
+
+    api._dispatch = boom  # type: ignore[method-assign]
+    try:
+        with pytest.raises(openai.InternalServerError) as err:
+            client(limited.port, max_retries=0).models.list()
+        assert err.value.status_code == 500 and err.value.body["type"] == "server_error"  # type: ignore[index]
+    finally:
+        del api._dispatch
+    assert client(limited.port).models.list().data

@@ -215,6 +215,12 @@ class HttpExchange:
             except h11.RemoteProtocolError as err:
                 if not self.started and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self.respond_error(ApiError(400, f"malformed HTTP request: {err}", code="bad_request"))
+            except (ConnectionError, h11.LocalProtocolError):
+                raise
+            except Exception:  # a handler bug must not kill the server; the client gets a 500
+                log.exception("HTTP %s %s failed", self.method, self.path if self.request else "")
+                if not self.started:
+                    await self.respond_error(ApiError(500, "internal error (see the server log)", code="internal_error"))
         except (ConnectionError, h11.LocalProtocolError) as err:
             log.debug("HTTP exchange with %s ended: %s", self.conn.remote_address, err)
         finally:
