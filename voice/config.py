@@ -222,6 +222,7 @@ class TtsConfig:
     #: prose (GPL, Apache licences) whole, and matches tts.chunker.max_chars.
     max_sentence_chars: int = field(default=300, metadata={"range": (20, 5000)})
     #: Longest text `voice say` takes (characters, argument or stdin); longer is an error (exit 2).
+    #: Also the longest `input` of POST /v1/audio/speech under `voice serve` (longer: 400).
     #: 50,000 characters is about 55 minutes of speech.
     max_say_chars: int = field(default=50_000, metadata={"range": (1, None)})
     #: Longest text of one `voice synth` row (characters): a longer row fails with this reason
@@ -420,6 +421,29 @@ class ServerConfig:
     #: Threads for blocking inference (ASR, TTS) shared by all sessions; 0 = 4 + 2 x max_sessions;
     #: at most 1024.
     worker_threads: int = field(default=0, metadata={"range": (0, 1024)})
+    #: OpenAI audio API over HTTP (/v1/audio/*, /v1/models): requests served at once (1-1024);
+    #: one more gets 429 (busy) with Retry-After.
+    http_max_requests: int = field(default=8, metadata={"range": (1, 1024)})
+    #: Largest request body in bytes (an upload to /v1/audio/transcriptions, a speech request);
+    #: 1 KiB - 1 GiB, default 25 MiB (OpenAI's own limit). More gets 413.
+    http_max_body_bytes: int = field(default=26_214_400, metadata={"range": (1024, 1 << 30)})
+    #: Longest audio one transcription or translation takes, in seconds (1-86400); longer gets
+    #: 400. Whisper is shared with the realtime sessions: a file holds it for its length times
+    #: the real-time factor (about 0.1-0.5 with tiny.en on 2 CPU cores).
+    http_max_audio_s: float = field(default=900.0, metadata={"range": (1.0, 86_400.0)})
+    #: Longest text form field or JSON string other than the speech `input` (prompt, language,
+    #: model, voice, ...), in characters (16 - 1,000,000); more gets 400. Speech `input` is bounded
+    #: by tts.max_say_chars.
+    http_max_field_chars: int = field(default=4096, metadata={"range": (16, 1_000_000)})
+    #: Seconds a client may take to send a whole HTTP request (headers and body) from connecting
+    #: (1-3600); a slower one is answered 408 and disconnected.
+    http_request_timeout_s: float = field(default=120.0, metadata={"range": (1.0, 3600.0)})
+    #: Seconds a client may leave an HTTP response unread (send buffer full) before the
+    #: connection is aborted and its synthesis stopped (0.1-3600).
+    http_send_timeout_s: float = field(default=20.0, metadata={"range": (0.1, 3600.0)})
+    #: Seconds the WebSocket opening handshake (and the request line of any request) may take
+    #: (1-3600); websockets' own open_timeout, applied by the server since HTTP responses share it.
+    open_timeout_s: float = field(default=10.0, metadata={"range": (1.0, 3600.0)})
 
 
 @dataclass

@@ -263,10 +263,12 @@ class WhisperTranscriber:
         language: str | None = None,
         beam_size: int | None = None,
         window_s: float | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Transcript:
         """Transcribe float32 mono 16 kHz audio. Blocking: call from a worker thread.
 
-        ``window_s`` overrides the configured encoder window (30 = stock faster-whisper).
+        ``window_s`` overrides the configured encoder window (30 = stock faster-whisper);
+        ``options`` are more faster-whisper ``transcribe`` arguments (initial_prompt, temperature, task).
         """
         loaded = self.load()
         lang = self.check_language(language)
@@ -282,13 +284,14 @@ class WhisperTranscriber:
             opts = DecodeOptions(beam_size, opts.without_timestamps, opts.condition_on_previous_text)
         window_s = self.configured_window_s(live) if window_s is None else window_s
         frames = encoder_frames(duration, window_s)
+        kwargs = {**opts.kwargs(), **(options or {})}
         with loaded.lock:
-            segs, info = _decode(loaded, data, lang, opts.kwargs(), frames)
+            segs, info = _decode(loaded, data, lang, kwargs, frames)
             if frames is not None and not segs:
                 # A short window can push Whisper's no-speech estimate over its threshold (seen
                 # with whisper-base on a 5.6 s German clip): nothing heard -> try the stock window.
                 log.debug("nothing decoded with a %d-frame window; retrying with 30 s", frames)
-                segs, info = _decode(loaded, data, lang, opts.kwargs(), None)
+                segs, info = _decode(loaded, data, lang, kwargs, None)
         text = " ".join(s.text for s in segs)
         return Transcript(text=text, segments=segs, language=info.language, **base)
 

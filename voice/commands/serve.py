@@ -11,7 +11,7 @@ from voice.config import Config
 
 
 def register(sub: Subparsers) -> None:
-    p = sub.add_parser("serve", help="serve the OpenAI Realtime-compatible WebSocket API and the browser client")
+    p = sub.add_parser("serve", help="serve the OpenAI Realtime-compatible WebSocket API, OpenAI's audio API over HTTP and the browser client")
     p.add_argument("--host", help="address to bind (default server.host, 127.0.0.1); off loopback a token is required")
     p.add_argument("--port", type=int, help="port (default server.port, 8765; 0 = any free port)")
     p.set_defaults(handler=run)
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         server = VoiceServer(cfg)  # refuses a non-loopback bind without a token, before loading models
         print("voice serve: loading models...", file=sys.stderr)
         async with server:
-            print(f"voice serve: http://{server.host}:{server.bound_port}/  (WebSocket /v1/realtime)", file=sys.stderr)
+            print(f"voice serve: http://{server.host}:{server.bound_port}/  (WebSocket /v1/realtime; "
+                  "OpenAI audio API /v1/audio/transcriptions, /v1/audio/speech, /v1/models)", file=sys.stderr)
             await server.serve_forever()
 
     try:

@@ -1,4 +1,5 @@
-"""``voice serve``: the websockets server (HTTP + ``/v1/realtime``) over shared models.
+"""``voice serve``: the websockets server (HTTP + ``/v1/realtime``, and OpenAI's audio API over
+plain HTTP on the same port) over shared models.
 
     async with VoiceServer(cfg) as server:   # loads models once, binds, serves
         await server.serve_forever()
@@ -17,6 +18,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from voice.config import Config
+from voice.server.audio_api import AudioApi
 from voice.server.connection import VoiceConnection
 from voice.server.heap import heap_trimmer
 from voice.server.http import (
@@ -60,6 +62,7 @@ class VoiceServer:
             sessions=lambda: self.metrics.sessions_active, metrics_text=self.metrics.render, health=self.health,
             on_reject=lambda reason: self.metrics.sessions_rejected.update([reason]),
         )
+        self.audio_api = AudioApi(cfg, self.resources, self.gate, self.metrics)
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok" if self.resources.ready else "loading", "sessions": self.metrics.sessions_active,
@@ -83,7 +86,9 @@ class VoiceServer:
         scfg = self.cfg.server
         connection = VoiceConnection.configured(
             send_timeout_s=scfg.send_timeout_s, max_buffer=2 * scfg.send_queue_bytes, close_grace_s=scfg.close_timeout_s,
-            socket_send_buffer=scfg.socket_send_buffer_bytes)
+            socket_send_buffer=scfg.socket_send_buffer_bytes, open_timeout_s=scfg.open_timeout_s,
+            http_handler=self.audio_api, http_request_timeout_s=scfg.http_request_timeout_s,
+            http_send_timeout_s=scfg.http_send_timeout_s, http_max_body=scfg.http_max_body_bytes)
         self._server = await serve(
             self._handle, self.host, self.port,
             create_connection=connection,
@@ -93,6 +98,7 @@ class VoiceServer:
             max_queue=16,
             write_limit=1 << 16,
             ping_interval=scfg.ping_interval_s, ping_timeout=scfg.ping_timeout_s, close_timeout=scfg.close_timeout_s,
+            open_timeout=None,  # VoiceConnection applies it to WebSocket handshakes only
             server_header="voice",
         )
         self.policy.port = self.bound_port  # port 0 = chosen by the OS
@@ -133,6 +139,7 @@ class VoiceServer:
         await self._server.serve_forever()
 
     async def aclose(self) -> None:
+        self.audio_api.abort_all()
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()

@@ -9,6 +9,12 @@ after ``send_timeout_s`` of it: close frame best-effort, then the TCP connection
 ``close_timeout_s`` later. A write buffer past ``max_buffer``
 (websockets answers every ping with a pong without waiting for the buffer, so a client sending
 pings and reading nothing grows it) is aborted at once.
+
+HTTP requests with bodies (the OpenAI audio API) share the port: the first bytes' request line
+decides (:func:`voice.server.http_exchange.route`); such a connection is served by an
+:class:`~voice.server.http_exchange.HttpExchange` inside :meth:`handshake`, under the same
+flow-control watch (``http_send_timeout_s``, then abort). The opening handshake's deadline
+(``open_timeout_s``) is applied here, since websockets' own would cut a long HTTP response.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
+from voice.server.http_exchange import Handler, HttpExchange, route
+
 log = logging.getLogger(__name__)
 
 
@@ -32,12 +40,22 @@ class VoiceConnection(ServerConnection):
     max_buffer: int = 4 << 20
     close_grace_s: float = 2.0
     socket_send_buffer: int = 0
+    open_timeout_s: float = 10.0
+    http_handler: Handler | None = None
+    http_request_timeout_s: float = 120.0
+    http_send_timeout_s: float = 20.0
+    http_max_body: int = 26_214_400
 
     @classmethod
     def configured(cls, *, send_timeout_s: float, max_buffer: int, close_grace_s: float,
-                   socket_send_buffer: int = 0) -> type[VoiceConnection]:
+                   socket_send_buffer: int = 0, open_timeout_s: float = 10.0, http_handler: Handler | None = None,
+                   http_request_timeout_s: float = 120.0, http_send_timeout_s: float = 20.0,
+                   http_max_body: int = 26_214_400) -> type[VoiceConnection]:
         attrs = {"send_timeout_s": send_timeout_s, "max_buffer": max_buffer, "close_grace_s": close_grace_s,
-                 "socket_send_buffer": socket_send_buffer}
+                 "socket_send_buffer": socket_send_buffer, "open_timeout_s": open_timeout_s,
+                 "http_handler": staticmethod(http_handler) if http_handler else None,
+                 "http_request_timeout_s": http_request_timeout_s, "http_send_timeout_s": http_send_timeout_s,
+                 "http_max_body": http_max_body}
         return type(cls.__name__, (cls,), attrs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -50,6 +68,35 @@ class VoiceConnection(ServerConnection):
         self.lost_at: float | None = None
         self._stall: asyncio.TimerHandle | None = None
         self._abort_at: asyncio.TimerHandle | None = None
+        self.started_at = self.loop.time()
+        #: The plain HTTP request on this connection, if the first bytes were one.
+        self.exchange: HttpExchange | None = None
+        self._head = bytearray()
+        self._routed: asyncio.Future[str] = self.loop.create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        """The WebSocket handshake within ``open_timeout_s``, or the HTTP exchange with its own
+        deadlines. After an exchange the state is still CONNECTING, so websockets aborts the
+        transport: the exchange has flushed and half-closed it by then."""
+        deadline = self.started_at + self.open_timeout_s
+        async with asyncio.timeout_at(deadline):
+            waits: list[asyncio.Future[Any]] = [self._routed, self.connection_lost_waiter]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if self.exchange is not None:
+            assert self.http_handler is not None
+            await self.exchange.run(self.http_handler)
+            return
+        async with asyncio.timeout_at(deadline):
+            await super().handshake(*args, **kwargs)
+
+    async def writable(self) -> None:
+        """Return once the transport takes more writes (or the connection is gone)."""
+        await self._writable.wait()
+
+    async def wait_lost(self) -> None:
+        await asyncio.shield(self.connection_lost_waiter)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -65,13 +112,16 @@ class VoiceConnection(ServerConnection):
     # (TCP pushes back on it: no errors, pongs or events pile up for it), and the deadline runs.
     def pause_writing(self) -> None:
         super().pause_writing()
+        self._writable.clear()
         self.paused_at = self.loop.time()
         self.transport.pause_reading()
         if self._stall is None:
-            self._stall = self.loop.call_later(self.send_timeout_s, self._stalled)
+            timeout = self.http_send_timeout_s if self.exchange is not None else self.send_timeout_s
+            self._stall = self.loop.call_later(timeout, self._stalled)
 
     def resume_writing(self) -> None:
         self._cancel_stall()
+        self._writable.set()
         super().resume_writing()
         if not self.recv_messages.paused:  # the message queue may still hold reading back
             self.transport.resume_reading()
@@ -81,6 +131,24 @@ class VoiceConnection(ServerConnection):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.receive(data)
+            return
+        if not self._routed.done():
+            self._head += data
+            kind = route(bytes(self._head)) if self.http_handler is not None else "ws"
+            if kind is None:
+                return
+            data = bytes(self._head)
+            self._head.clear()
+            if kind == "http":
+                self.exchange = HttpExchange(
+                    self, deadline=self.started_at + self.http_request_timeout_s, max_body=self.http_max_body,
+                    send_timeout_s=self.http_send_timeout_s, linger_s=self.close_grace_s)
+                self._routed.set_result(kind)
+                self.exchange.receive(data)
+                return
+            self._routed.set_result(kind)
         super().data_received(data)
         if self.transport.get_write_buffer_size() > self.max_buffer:
             log.warning("aborting %s: %d bytes unread in its write buffer", self.remote_address,
@@ -89,8 +157,17 @@ class VoiceConnection(ServerConnection):
             self.close_started = self.close_started or self.loop.time()
             self.transport.abort()
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self.exchange is not None:
+            self.exchange.receive(b"")  # h11 reads EOF as the end of the client's side
+            return True  # keep the transport open: the response may still be written
+        return super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost_at = self.loop.time()
+        self._writable.set()
+        if self.exchange is not None:
+            self.exchange.lost()
         sent = self.protocol.close_sent
         if self.end_reason is None and sent is not None and sent.reason == "keepalive ping timeout":
             self.end_reason = "keepalive"  # websockets' own keepalive (its ping could be written)
@@ -107,6 +184,12 @@ class VoiceConnection(ServerConnection):
 
     def _stalled(self) -> None:
         self._stall = None
+        if self.exchange is not None:
+            log.info("aborting %s: it left an HTTP response unread for %.1f s", self.remote_address,
+                     self.http_send_timeout_s)
+            self.end_reason = self.end_reason or "slow_client"
+            self.transport.abort()
+            return
         log.info("closing %s: it read nothing for %.1f s", self.remote_address, self.send_timeout_s)
         self.close_now(1008, "client is not reading", "slow_client")
 

@@ -242,7 +242,11 @@ class Gate:
         return text_response(HTTPStatus.NOT_FOUND, "not found\n")
 
     def _authorized(self, request: Request) -> bool:
-        given = _bearer(request.headers)
+        return self.authorized(request.headers)
+
+    def authorized(self, headers: Headers) -> bool:
+        """The request carries the server's bearer token (header or browser subprotocol)."""
+        given = _bearer(headers)
         return self.token is not None and given is not None and hmac.compare_digest(
             given.encode(), self.token.encode())
 

@@ -41,6 +41,9 @@ class ServerMetrics:
         self.messages_in = 0
         self.audio_out_seconds = 0.0
         self.latency: dict[str, Histogram] = {}
+        #: OpenAI audio API requests by (route, HTTP status; 0 = no response: the client left).
+        self.http_requests: Counter[tuple[str, int]] = Counter()
+        self.http_active = 0
 
     def observe(self, name: str, seconds: float | None) -> None:
         if seconds is not None:
@@ -73,6 +76,11 @@ class ServerMetrics:
         lines.append(f"voice_messages_received_total {self.messages_in}")
         metric("audio_out_seconds_total", "counter", "Seconds of assistant audio sent.")
         lines.append(f"voice_audio_out_seconds_total {self.audio_out_seconds:.3f}")
+        metric("http_requests_active", "gauge", "OpenAI audio API requests under way.")
+        lines.append(f"voice_http_requests_active {self.http_active}")
+        metric("http_requests_total", "counter", "OpenAI audio API requests, by route and status (0 = none sent).")
+        for (path, sent), n in sorted(self.http_requests.items()):
+            lines.append(f'voice_http_requests_total{{route="{path}",status="{sent}"}} {n}')
         metric("turn_latency_seconds", "histogram", "Per-turn latency from the end of user speech, by stage.")
         for stage, h in sorted(self.latency.items()):
             for bound, count in zip(BUCKETS, h.counts, strict=True):
