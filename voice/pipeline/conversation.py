@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from voice.audio.pcm import SAMPLE_RATE
 from voice.pipeline import events as ev
 from voice.pipeline.io import AudioSink
 from voice.pipeline.metrics import MetricsSummary, TurnTimer
@@ -41,21 +40,15 @@ from voice.pipeline.turns import EarlyTranscript, PlaybackLedger, TurnCounter
 if TYPE_CHECKING:
     from voice.asr.base import Transcriber
     from voice.config import Config
+    from voice.llm.chain import Chain
     from voice.tts.base import CancelToken, TTSEngine
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 #: Playback is taken as finished when this close to the end (resampling rounding in sinks).
 END_TOLERANCE_S = 0.02
 #: Give up waiting for a sink whose played counter stops moving.
 STALL_S = 2.0
-
-
-class Chain(Protocol):
-    def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]: ...
-
-    def commit_assistant(self, turn_id: int, spoken_text: str) -> Any: ...
 
 
 class VadEndpointer(Protocol):
@@ -68,45 +61,6 @@ class VadEndpointer(Protocol):
     def reset(self) -> None: ...
 
     def set_min_speech_ms(self, ms: float) -> None: ...
-
-
-class EventStream:
-    """A bounded subscription to conversation events (oldest dropped when full, counted)."""
-
-    def __init__(self, maxsize: int = 1000, types: tuple[type[ev.Event], ...] | None = None) -> None:
-        self.maxsize = maxsize
-        self.types = types
-        self.dropped = 0
-        self._q: deque[ev.Event] = deque()
-        self._ready = asyncio.Event()
-        self._closed = False
-
-    def put(self, event: ev.Event) -> None:
-        if self._closed or (self.types is not None and not isinstance(event, self.types)):
-            return
-        if len(self._q) >= self.maxsize:
-            self._q.popleft()
-            self.dropped += 1
-        self._q.append(event)
-        self._ready.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    def get_nowait(self) -> ev.Event | None:
-        return self._q.popleft() if self._q else None
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> ev.Event:
-        while not self._q:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        return self._q.popleft()
 
 
 @dataclass
@@ -160,7 +114,6 @@ class Conversation:
         self.manual = cfg.pipeline.turn_detection != "vad"
         #: The input can hear the output (a microphone near a speaker): gate it while speaking.
         self.echo_path = True
-        self._streams: list[EventStream] = []
         self._listeners: list[Callable[[ev.Event], None]] = []
         self._response: _Response | None = None
         self._user_turn: int | None = None
@@ -183,17 +136,6 @@ class Conversation:
 
     # ------------------------------------------------------------------ events
 
-    def subscribe(self, maxsize: int = 1000, types: tuple[type[ev.Event], ...] | None = None) -> EventStream:
-        """Events from now on, as an async iterator. ``types`` filters (None = all)."""
-        s = EventStream(maxsize, types)
-        self._streams.append(s)
-        return s
-
-    def unsubscribe(self, stream: EventStream) -> None:
-        stream.close()
-        with contextlib.suppress(ValueError):
-            self._streams.remove(stream)
-
     def add_listener(self, fn: Callable[[ev.Event], None]) -> None:
         """Call ``fn(event)`` synchronously for every event (keep it quick)."""
         self._listeners.append(fn)
@@ -208,8 +150,6 @@ class Conversation:
                 fn(event)
             except Exception:  # a broken listener must not stop the conversation
                 log.exception("event listener failed")
-        for s in self._streams:
-            s.put(event)
 
     def _set_status(self, status: ev.Status, turn_id: int) -> None:
         if status != self.status:
@@ -382,7 +322,7 @@ class Conversation:
         self._user_timer = TurnTimer(turn_id=tid, end=time.monotonic())
         self._turn_future(tid)
         self._early.discard()
-        self._emit(ev.SpeechStarted(turn_id=tid))
+        self._emit(ev.UserSpeechStarted(turn_id=tid))
         self._set_status("listening", tid)
         return tid
 
@@ -407,7 +347,7 @@ class Conversation:
         timer.end = now
         self._user_turn = None
         self._user_timer = None
-        self._emit(ev.SpeechStopped(turn_id=tid, duration_s=max(0.0, end - start)))
+        self._emit(ev.UserSpeechStopped(turn_id=tid, duration_s=max(0.0, end - start)))
         self._set_status("thinking", tid)
         early = None
         tail = int((self.cfg.vad.min_silence_ms + self.cfg.vad.pre_roll_ms + 100) * SAMPLE_RATE / 1000)
@@ -726,12 +666,9 @@ class Conversation:
 
     def _commit(self, turn_id: int, spoken: str) -> None:
         try:
-            result = self.chain.commit_assistant(turn_id, spoken)
+            self.chain.commit_assistant(turn_id, spoken)
         except Exception as err:
             log.warning("memory commit for turn %d failed: %s", turn_id, err)
-            return
-        if inspect.isawaitable(result):
-            self._spawn(_await(result), bg=True)
 
     # ------------------------------------------------------------------ tasks
 
@@ -745,7 +682,7 @@ class Conversation:
         return task
 
     async def aclose(self, grace_s: float = 3.0) -> None:
-        """Cancel everything in flight (answer, transcriptions) and close event streams."""
+        """Cancel everything in flight (answer, transcriptions)."""
         self._closed = True
         self.interrupt("closed")
         tasks: Iterable[asyncio.Task[Any]] = [*self._pending, *self._bg]
@@ -757,17 +694,9 @@ class Conversation:
             if not fut.done():
                 fut.set_result(None)
         self._set_status("stopped", self.turns.last)
-        for s in list(self._streams):
-            s.close()
-
-
-async def _await(aw: Any) -> Any:
-    return await aw
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("pipeline task failed: %r", task.exception())
 
-
-TurnSource = Literal["speech", "text"]

@@ -381,14 +381,14 @@ class RealtimeProtocol:
 
     def on_speech_started(self, audio_start_ms: int) -> list[Outgoing]:
         self._user_item = self._id("item")
-        return [ev.SpeechStarted(event_id=self._id("event"), item_id=self._user_item, audio_start_ms=audio_start_ms)]
+        return [ev.InputSpeechStarted(event_id=self._id("event"), item_id=self._user_item, audio_start_ms=audio_start_ms)]
 
     def on_speech_stopped(self, audio_end_ms: int) -> list[Outgoing]:
         """Server VAD ended the turn: speech_stopped + committed (the user item now exists)."""
         item_id = self._user_item or self._id("item")
         self._user_item = None
         self._buffered_bytes = 0
-        return [ev.SpeechStopped(event_id=self._id("event"), item_id=item_id, audio_end_ms=audio_end_ms),
+        return [ev.InputSpeechStopped(event_id=self._id("event"), item_id=item_id, audio_end_ms=audio_end_ms),
                 self._committed(item_id)]
 
     def on_transcript(self, text: str, *, final: bool = True, duration_s: float = 0.0,
@@ -464,7 +464,7 @@ class RealtimeProtocol:
     def on_metrics(self, response_id: str, metrics: dict[str, Any],
                    sources: Sequence[Any] = ()) -> list[Outgoing]:
         """``voice.metrics``; ``sources`` = the answer's retrieved passages (``.source``, ``.score``, ``.text``)."""
-        return [ev.TurnMetrics(event_id=self._id("event"), response_id=response_id, metrics=metrics,
+        return [ev.VoiceMetrics(event_id=self._id("event"), response_id=response_id, metrics=metrics,
                                sources=source_list(sources) or None)]
 
     def _response_obj(self, status: str, r: _Response | None = None, transcript: str | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from voice.audio.pcm import pcm_to_float
+from voice.audio.pcm import SAMPLE_RATE, pcm_to_float
 from voice.config import Config
 from voice.pipeline import events as pev
 from voice.server import events as ev
@@ -33,7 +33,6 @@ from voice.server.settings import SessionSettings
 
 log = logging.getLogger(__name__)
 
-PIPELINE_RATE = 16000
 REASONS = {"barge_in": "turn_detected", "new_turn": "turn_detected", "client_cancelled": "client_cancelled"}
 
 
@@ -80,11 +79,10 @@ class RealtimeSession:
         self.conv: Any = None
         self.chain: Any = None
         self._resampler: Any = None
-        self._resampler_rate = PIPELINE_RATE
+        self._resampler_rate = SAMPLE_RATE
         self._in_samples = 0  # 16 kHz samples received
         self._last_rx = time.monotonic()
         self._pending_text: str | None = None
-        self._pending_audio = False
         self._next_response: str | None = None
         self._resp_turn: int | None = None
         self._resp_end: tuple[str, str | None, str | None] = ("completed", None, None)
@@ -184,22 +182,17 @@ class RealtimeSession:
         conv = self.conv
         if isinstance(cmd, p.AppendAudio):
             audio = pcm_to_float(cmd.pcm, 2, 1)
-            if cmd.sample_rate != PIPELINE_RATE:
+            if cmd.sample_rate != SAMPLE_RATE:
                 if self._resampler is None or self._resampler_rate != cmd.sample_rate:
                     from voice.audio.resample import StreamResampler
 
-                    self._resampler = StreamResampler(cmd.sample_rate, PIPELINE_RATE)
+                    self._resampler = StreamResampler(cmd.sample_rate, SAMPLE_RATE)
                     self._resampler_rate = cmd.sample_rate
                 audio = self._resampler.process(audio)
             self._in_samples += audio.shape[0]
             conv.process_frame(audio)
-            if self.proto.settings.turn_detection is None:
-                self._pending_audio = True
-        elif isinstance(cmd, p.CommitAudio):
-            self._pending_audio = conv.manual  # server VAD decides turns itself; a commit is a hint
         elif isinstance(cmd, p.ClearAudio):
             conv.clear_input()
-            self._pending_audio = False
         elif isinstance(cmd, p.UserText):
             self._pending_text = cmd.text
         elif isinstance(cmd, p.CreateResponse):
@@ -216,9 +209,7 @@ class RealtimeSession:
         elif isinstance(cmd, p.TruncateAssistant):
             tid = self._item_turns.get(cmd.item_id)
             if tid is not None:
-                result = self.chain.commit_assistant(tid, cmd.spoken_text)
-                if asyncio.iscoroutine(result):
-                    await result
+                self.chain.commit_assistant(tid, cmd.spoken_text)
         elif isinstance(cmd, p.UpdateSettings):
             await self._apply_settings(cmd.settings)
 
@@ -265,10 +256,10 @@ class RealtimeSession:
     def _on_pipeline_event(self, e: pev.Event) -> None:
         proto = self.proto
         tid = e.turn_id
-        ms = int(self._in_samples * 1000 / PIPELINE_RATE)
-        if isinstance(e, pev.SpeechStarted):
+        ms = int(self._in_samples * 1000 / SAMPLE_RATE)
+        if isinstance(e, pev.UserSpeechStarted):
             self._send_all(proto.on_speech_started(max(0, ms - self.cfg.vad.min_speech_ms)))
-        elif isinstance(e, pev.SpeechStopped):
+        elif isinstance(e, pev.UserSpeechStopped):
             self._send_all(proto.on_speech_stopped(ms))
         elif isinstance(e, pev.TranscriptFinal):
             if e.source == "speech":
