@@ -205,6 +205,19 @@ async def test_live_settings_change_through_methods_only(cfg) -> None:  # type: 
 # ----------------------------------------------------------------------------- the pieces alone
 
 
+def test_one_rule_from_played_audio_to_text() -> None:
+    """The pipeline's ledger and a client's truncate use the same PlaybackLedger.spoken_text."""
+    from voice.pipeline.turns import PlaybackLedger
+
+    led = PlaybackLedger(start=0)
+    led.add(100, "It is noon.")
+    led.add(100, "Have a nice day now.")
+    assert led.spoken_text(150) == "It is noon. Have a"  # the played share of the cut piece
+    assert led.spoken_text(150, whole_started=True) == "It is noon. Have a nice day now."
+    assert led.spoken_text(100, whole_started=True) == "It is noon."  # the second had not started
+    assert led.spoken_text(0, whole_started=True) == ""
+
+
 def test_hearing_gates_and_reopens_without_echo_protection(cfg) -> None:  # type: ignore[no-untyped-def]
     fed: list[int] = []
 
