@@ -122,7 +122,7 @@ async def main() -> int:
         pad = np.zeros(8000, np.float32)
         await conv.run(array_frames(np.concatenate([pad, audio]), realtime=True, tail_silence_s=1.5),
                        hold_while_busy=True)
-        conv.endpointer.reset()
+        conv.hearing.reset()
         # --- ... then each stage alone on the same input. The standalone LLM call repeats the
         # prompt the pipeline just sent (a cache hit), so its time is a lower bound and the
         # overhead ratio errs high.

@@ -62,11 +62,11 @@ def letter_error_rate(ref: str, hyp: str) -> float:
     return edit_distance(r, h) / len(r)
 
 
-def _conversation(cfg, st, sink):  # type: ignore[no-untyped-def]
+def _conversation(cfg, st, sink, echo=None):  # type: ignore[no-untyped-def]
     from voice.pipeline.conversation import Conversation
 
     st.chain.memory.clear()
-    return Conversation(cfg, transcriber=st.transcriber, chain=st.chain, tts=st.tts, sink=sink)
+    return Conversation(cfg, transcriber=st.transcriber, chain=st.chain, tts=st.tts, sink=sink, echo=echo)
 
 
 def test_spoken_question_through_virtual_devices(stack, pulse_devices, tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -294,8 +294,7 @@ def test_barge_in_stops_output_within_150ms(stack, pulse_devices, tmp_path: Path
         async with Speaker(pulse_devices.output_device, st.tts.sample_rate) as spk, \
                 Microphone(pulse_devices.input_device) as mic:
             sink = TapSink(spk)
-            conv = _conversation(cfg, st, sink)
-            conv.echo = EchoCanceller()
+            conv = _conversation(cfg, st, sink, echo=EchoCanceller())
             conv.add_listener(seen.append)
 
             def on_event(e: ev.Event) -> None:

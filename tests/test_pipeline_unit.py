@@ -221,7 +221,7 @@ async def test_barge_in_clears_sink_and_keeps_only_played_text(cfg) -> None:  # 
     await asyncio.sleep(2.2)
     written_before = sink.written_samples
     t0 = time.monotonic()
-    conv._on_vad(SpeechStarted(t=1.0))  # noqa: SLF001 - the VAD's event, scripted
+    conv.on_vad(SpeechStarted(t=1.0))  # the VAD's event, scripted
     t_clear = time.monotonic() - t0
     played = sink.played_samples
     assert sink.written_samples == played < written_before  # unplayed audio dropped at once
@@ -244,7 +244,7 @@ async def test_barge_in_clears_sink_and_keeps_only_played_text(cfg) -> None:  # 
     # the new user turn has the next id and goes on normally
     new = conv.turns.last
     assert new == tid + 1
-    conv._on_vad(SpeechEnded(t=2.0, audio=np.zeros(SR, np.float32), start=1.0))  # noqa: SLF001
+    conv.on_vad(SpeechEnded(t=2.0, audio=np.zeros(SR, np.float32), start=1.0))
     await conv.wait_turn(new)
     assert asr.calls == 1
     assert chain.assistant(new) == ANSWER
@@ -255,17 +255,17 @@ async def test_interrupting_takes_longer_speech_than_starting_a_turn(cfg) -> Non
     cfg.pipeline.headphones = True
     cfg.vad.min_speech_ms, cfg.pipeline.barge_in_min_speech_ms = 256, 416
     conv, _, _, _, seen = make(cfg)
-    conv._endpointer = None  # noqa: SLF001 - the real Endpointer (Silero), made on first use
+    conv.hearing.set_endpointer(None)  # the real Endpointer (Silero), made on first use
     silence = np.zeros(512, np.float32)
     conv.process_frame(silence)
-    assert conv.endpointer.sm.min_speech_frames == 8  # 256 ms of 32 ms frames
+    assert conv.hearing.endpointer.sm.min_speech_frames == 8  # 256 ms of 32 ms frames
     tid = await conv.submit_text("tell me something")
     await until(lambda: any(isinstance(e, ev.PlaybackStarted) for e in seen))
     conv.process_frame(silence)
-    assert conv.endpointer.sm.min_speech_frames == 13  # 416 ms while the answer plays
+    assert conv.hearing.endpointer.sm.min_speech_frames == 13  # 416 ms while the answer plays
     await conv.wait_turn(tid)
     conv.process_frame(silence)
-    assert conv.endpointer.sm.min_speech_frames == 8
+    assert conv.hearing.endpointer.sm.min_speech_frames == 8
     await conv.aclose()
 
 
@@ -289,19 +289,19 @@ async def test_stale_turn_output_is_dropped_on_new_text(cfg) -> None:  # type: i
 async def test_early_transcript_used_or_discarded(cfg) -> None:  # type: ignore[no-untyped-def]
     conv, chain, asr, _, seen = make(cfg, realtime=False)
     speech = np.zeros(SR, np.float32)
-    conv._on_vad(SpeechStarted(t=0.0))  # noqa: SLF001
-    conv._on_vad(SilenceStarted(t=1.0, audio=speech))  # noqa: SLF001
+    conv.on_vad(SpeechStarted(t=0.0))
+    conv.on_vad(SilenceStarted(t=1.0, audio=speech))
     await asyncio.sleep(0.05)  # the early transcription finishes during the hang-over
-    conv._on_vad(SpeechEnded(t=1.6, audio=np.zeros(SR + 9600, np.float32), start=0.0))  # noqa: SLF001
+    conv.on_vad(SpeechEnded(t=1.6, audio=np.zeros(SR + 9600, np.float32), start=0.0))
     await conv.wait_idle()
     assert asr.calls == 1  # used, not repeated
     m = [e for e in seen if isinstance(e, ev.TurnMetrics)][-1]
     assert m.transcript_s == 0.0 and m.from_silence_s is not None
     # speech resumed: the early job is discarded and the whole utterance transcribed again
-    conv._on_vad(SpeechStarted(t=3.0))  # noqa: SLF001
-    conv._on_vad(SilenceStarted(t=4.0, audio=speech))  # noqa: SLF001
-    conv._on_vad(SpeechResumed(t=4.2))  # noqa: SLF001
-    conv._on_vad(SpeechEnded(t=6.0, audio=np.zeros(3 * SR, np.float32), start=3.0))  # noqa: SLF001
+    conv.on_vad(SpeechStarted(t=3.0))
+    conv.on_vad(SilenceStarted(t=4.0, audio=speech))
+    conv.on_vad(SpeechResumed(t=4.2))
+    conv.on_vad(SpeechEnded(t=6.0, audio=np.zeros(3 * SR, np.float32), start=3.0))
     await conv.wait_idle()
     assert asr.calls == 3
     assert len([e for e in seen if isinstance(e, ev.PlaybackDone)]) == 2
@@ -325,7 +325,7 @@ async def test_mic_ignored_while_speaking_without_headphones(cfg) -> None:  # ty
         def flush(self) -> list[object]:
             return []
 
-    conv._endpointer = CountingEndpointer()  # noqa: SLF001
+    conv.hearing.set_endpointer(CountingEndpointer())
     conv.process_frame(np.zeros(512, np.float32))
     assert fed == [512]
     tid = await conv.submit_text("hi")
@@ -374,7 +374,7 @@ async def test_run_over_frames_holds_while_busy(cfg) -> None:  # type: ignore[no
         def flush(self) -> list[object]:
             return []
 
-    conv._endpointer = ScriptedEndpointer()  # noqa: SLF001
+    conv.hearing.set_endpointer(ScriptedEndpointer())
     tone = 0.3 * np.ones(SR // 2, np.float32)
     gap = np.zeros(SR // 2, np.float32)
     audio = np.concatenate([gap, tone, gap, tone, gap])

@@ -225,7 +225,7 @@ def test_metrics_carry_the_answers_sources_bounded() -> None:
     assert wire[0]["text"].startswith("best line best") and len(wire[0]["text"]) == p.MAX_SOURCE_TEXT
     assert [w["score"] for w in wire] == sorted((w["score"] for w in wire), reverse=True)
     assert len({w["source"] for w in wire}) == len(wire)
-    assert ev.TurnMetrics.from_dict(m.to_dict()) == m
+    assert ev.VoiceMetrics.from_dict(m.to_dict()) == m
 
 
 def test_voice_cannot_change_after_audio() -> None:

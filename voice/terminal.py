@@ -68,7 +68,7 @@ class ChatView:
     def __call__(self, e: ev.Event) -> None:  # an event listener
         if isinstance(e, ev.StatusChanged):
             self.status = e.status
-        elif isinstance(e, ev.SpeechStarted):
+        elif isinstance(e, ev.UserSpeechStarted):
             self._turn(e.turn_id).user = "…"
         elif isinstance(e, ev.TranscriptFinal):
             t = self._turn(e.turn_id)

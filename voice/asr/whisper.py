@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from voice.asr.base import Segment, Transcript
+from voice.audio.pcm import SAMPLE_RATE
 from voice.config import AsrConfig, Config
 from voice.devices import DeviceChoice, choose, ctranslate2_probe
 from voice.errors import ConfigError, InputError, ModelNotAvailable
@@ -36,7 +37,6 @@ from voice.models import Registry, registry_for
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 #: Audio whose peak stays below this (about -60 dBFS) is silence: no model call, empty text.
 SILENCE_PEAK = 1e-3
 

@@ -6,6 +6,8 @@ import numpy as np
 
 from voice.errors import InputError
 
+#: The pipeline's own rate: microphone frames, VAD, ASR and the echo canceller all run at 16 kHz.
+SAMPLE_RATE = 16000
 #: Sample widths in bytes that :func:`pcm_to_float` reads: unsigned 8-bit, signed 16 and 32-bit.
 WIDTHS = (1, 2, 4)
 

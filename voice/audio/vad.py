@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from voice.audio.pcm import SAMPLE_RATE
 from voice.config import VadConfig
 
-SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512
 CONTEXT_SAMPLES = 64
 

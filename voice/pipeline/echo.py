@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from voice.audio.pcm import SAMPLE_RATE
 from voice.errors import ConfigError
 
-SAMPLE_RATE = 16000
 BLOCK = 160  # AEC3 works on 10 ms blocks
 
 

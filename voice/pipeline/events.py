@@ -3,7 +3,7 @@
 A turn starts when the user starts speaking (or types a line) and ends when the assistant's
 answer has been played, cancelled or failed. Order within one turn::
 
-    SpeechStarted -> SpeechStopped -> TranscriptFinal -> LlmDelta* -> TtsChunk* / AudioOut*
+    UserSpeechStarted -> UserSpeechStopped -> TranscriptFinal -> LlmDelta* -> TtsChunk* / AudioOut*
     -> PlaybackStarted -> LlmDone -> PlaybackDone -> TurnMetrics
     (BargeIn -> TurnCancelled may end a turn early; Error may appear anywhere)
 
@@ -41,12 +41,12 @@ class StatusChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpeechStarted(Event):
+class UserSpeechStarted(Event):
     """The VAD heard the user start speaking."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpeechStopped(Event):
+class UserSpeechStopped(Event):
     """The VAD decided the user's turn ended (after the silence hang-over)."""
 
     duration_s: float

@@ -42,8 +42,7 @@ class Stack:
 def open_kb(cfg: Config, kb_arg: str | Path | None, *, retrieval: bool = True) -> Any:
     """The knowledge base to search (``--kb DIR`` or the configured one), or None."""
     if not retrieval or not cfg.rag.enabled:
-        cfg.rag.enabled = False
-        return None
+        return None  # no knowledge base: the chain answers without retrieval
     from voice.rag import open_kb as open_rag_kb
 
     return open_rag_kb(cfg, kb_arg)

@@ -1,12 +1,18 @@
-"""Sans-I/O turn bookkeeping: turn ids, stale-work checks, what was played, early transcripts.
+"""Turn bookkeeping: turn ids, stale-work checks, what was played, early transcripts, and the
+two small asyncio helpers the lifecycle keeps its waits and tasks in.
 
-Nothing here awaits or touches a device, so all of it is tested with scripted input.
+Nothing here touches a device, so all of it is tested with scripted input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class TurnCounter:
@@ -86,12 +92,15 @@ class PlaybackLedger:
     def full_text(self) -> str:
         return _join(p.text for p in self.pieces)
 
-    def spoken_text(self, played_samples: int) -> str:
+    def spoken_text(self, played_samples: int, *, whole_started: bool = False) -> str:
         """The text actually heard: whole pieces played, plus the share of words of a piece
-        cut in the middle (proportional to its samples played, rounded down)."""
+        cut in the middle (proportional to its samples played, rounded down). This is the one
+        rule from played audio to spoken text; ``whole_started``: a piece cut in the middle
+        counts whole (a realtime client's ``conversation.item.truncate``: it names where it
+        stopped playing, and a started sentence was heard)."""
         out: list[str] = []
         for p in self.pieces:
-            if played_samples >= p.end:
+            if played_samples >= p.end or (whole_started and played_samples > p.start):
                 out.append(p.text)
                 continue
             if played_samples > p.start:
@@ -137,3 +146,65 @@ class EarlyTranscript:
 
     def current(self, generation: int) -> bool:
         return generation == self.generation and self.samples is not None
+
+
+class TurnWaits:
+    """One future per turn, done when the turn is answered, cancelled or dropped (the last 50 kept)."""
+
+    def __init__(self, keep: int = 50) -> None:
+        self.keep = keep
+        self._done: dict[int, asyncio.Future[None]] = {}
+
+    def open(self, turn_id: int) -> asyncio.Future[None]:
+        fut = self._done.get(turn_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._done[turn_id] = fut
+            for old in [k for k, f in self._done.items() if f.done()][: -self.keep]:
+                del self._done[old]
+        return fut
+
+    def end(self, turn_id: int) -> None:
+        fut = self._done.get(turn_id)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def end_all(self) -> None:
+        for turn_id in list(self._done):
+            self.end(turn_id)
+
+    async def wait(self, turn_id: int) -> None:
+        """Cancelling this wait is safe: the turn's future is shielded."""
+        await asyncio.shield(self.open(turn_id))
+
+
+class TaskSet:
+    """Tasks kept until done (so none is garbage-collected mid-run); failures are logged."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], on_done: Callable[[asyncio.Task[Any]], object]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(on_done)
+        task.add_done_callback(_log_failure)
+        return task
+
+    @staticmethod
+    async def cancel_all(grace_s: float, *sets: TaskSet) -> None:
+        """Cancel every task of ``sets`` and wait at most ``grace_s`` for them to end."""
+        tasks = [t for s in sets for t in s._tasks]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("pipeline task failed: %r", task.exception())

@@ -235,7 +235,7 @@ class SessionUpdated(_Event):
 
 
 @dataclass
-class SpeechStarted(_Event):
+class InputSpeechStarted(_Event):
     TYPE: ClassVar[str] = "input_audio_buffer.speech_started"
     event_id: str
     item_id: str
@@ -243,7 +243,7 @@ class SpeechStarted(_Event):
 
 
 @dataclass
-class SpeechStopped(_Event):
+class InputSpeechStopped(_Event):
     TYPE: ClassVar[str] = "input_audio_buffer.speech_stopped"
     event_id: str
     item_id: str
@@ -358,7 +358,7 @@ class ResponseDone(_Event):
 
 
 @dataclass
-class TurnMetrics(_Event):
+class VoiceMetrics(_Event):
     """voice extension: per-turn latencies in milliseconds (``null`` where a stage did not run) and
     the knowledge-base ``sources`` the answer used (``[{source, score, text}]``; omitted when none)."""
 
@@ -381,8 +381,8 @@ SERVER_EVENTS: dict[str, type[_Event]] = {
     for c in (
         SessionCreated,
         SessionUpdated,
-        SpeechStarted,
-        SpeechStopped,
+        InputSpeechStarted,
+        InputSpeechStopped,
         InputAudioBufferCommitted,
         InputAudioBufferCleared,
         InputTranscriptionDelta,
@@ -395,7 +395,7 @@ SERVER_EVENTS: dict[str, type[_Event]] = {
         ResponseTranscriptDelta,
         ResponseTranscriptDone,
         ResponseDone,
-        TurnMetrics,
+        VoiceMetrics,
         ErrorEvent,
     )
 }

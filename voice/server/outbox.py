@@ -145,7 +145,6 @@ class SocketSink:
         self._sent = 0  # samples written to the socket
         self._base = 0
         self._t0: float | None = None
-        self.first_sent_at: float | None = None
 
     @property
     def played_samples(self) -> int:
@@ -168,8 +167,6 @@ class SocketSink:
         now = time.monotonic()
         if self._t0 is None or self.played_samples >= self._sent:  # idle: the clock restarts
             self._base, self._t0 = self.played_samples, now
-        if self.first_sent_at is None:
-            self.first_sent_at = now
         self._sent += samples
 
     def clear(self) -> int:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from voice.pipeline.turns import PlaybackLedger
 from voice.server import events as ev
 from voice.server.events import ProtocolError
 from voice.server.settings import SessionSettings, apply_session_update, check_instructions
@@ -39,6 +41,62 @@ def source_list(passages: Sequence[Any]) -> list[dict[str, Any]]:
     ranked = sorted(best.values(), key=lambda p: -p.score)[:MAX_SOURCES]
     return [{"source": p.source, "score": round(float(p.score), 3), "text": " ".join(p.text.split())[:MAX_SOURCE_TEXT]}
             for p in ranked]
+
+
+def decode_client_event(text: str, max_bytes: int) -> tuple[dict[str, Any], str | None, Any]:
+    """A text message -> (its JSON object, its event_id, its client event class), or ProtocolError."""
+    if len(text) > max_bytes:
+        raise ProtocolError("message too large", code="message_too_large")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("message is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("a client event must be a JSON object", code="invalid_event")
+    event_id = data.get("event_id")
+    if event_id is not None and not isinstance(event_id, str):
+        raise ProtocolError("'event_id' must be a string", code="invalid_type", param="event_id")
+    if event_id is not None and len(event_id) > 512:
+        raise ProtocolError("'event_id' is too long", code="invalid_value", param="event_id")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("missing or invalid 'type'", code="invalid_event", param="type", event_id=event_id)
+    cls = ev.CLIENT_EVENTS.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown or unsupported event type {kind[:80]!r}", code="unknown_event",
+                            param="type", event_id=event_id)
+    return data, event_id, cls
+
+
+def parse_user_item(item: dict[str, Any], prefix: str) -> tuple[str | None, str]:
+    """A client's user message item -> (its id, None = make one; its text), or ProtocolError."""
+    if item.get("type", "message") != "message" or item.get("role") != "user":
+        raise ProtocolError("only user messages can be created (item.type=message, item.role=user)",
+                            code="invalid_value", param="item")
+    for key in item:
+        if key not in ("type", "role", "content", "id", "object", "status"):
+            raise ProtocolError(f"unknown parameter 'item.{key}'", code="unknown_parameter", param=f"item.{key}")
+    content = item.get("content")
+    if not isinstance(content, list) or not content:
+        raise ProtocolError("'item.content' must be a non-empty list", code="invalid_value", param="item.content")
+    parts: list[str] = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "input_text" or not isinstance(part.get("text"), str):
+            raise ProtocolError("only input_text content parts are supported", code="invalid_value",
+                                param=f"item.content[{i}]")
+        parts.append(part["text"])
+    text = " ".join(p.strip() for p in parts).strip()
+    if not text:
+        raise ProtocolError("the message text is empty", code="invalid_value", param="item.content")
+    if len(text) > 8192:
+        raise ProtocolError("the message text is too long (max 8192 characters)", code="invalid_value",
+                            param="item.content")
+    given = item.get("id")
+    if isinstance(given, str) and re.fullmatch(rf"item_{re.escape(prefix)}\d+", given):
+        # the server makes ids of this form: taking one would give two items the same id
+        raise ProtocolError("'item.id' must not be of the form the server uses for its own items",
+                            code="invalid_value", param="item.id")
+    return (given if isinstance(given, str) and 0 < len(given) <= 64 else None), text
 
 
 # --------------------------------------------------------------------------- commands
@@ -106,15 +164,16 @@ class _Response:
     item_id: str
     transcript: list[str] = field(default_factory=list)
     audio_bytes: int = 0
-    #: (end of the chunk in ms, text of the chunk) for mapping played audio to spoken text.
-    marks: list[tuple[float, str]] = field(default_factory=list)
+    #: Which samples (at the output rate) speak which text, for conversation.item.truncate.
+    ledger: PlaybackLedger = field(default_factory=lambda: PlaybackLedger(start=0))
 
 
 @dataclass
 class _Spoken:
     item_id: str
     audio_ms: float
-    marks: list[tuple[float, str]]
+    ledger: PlaybackLedger
+    rate: int
 
 
 class RealtimeProtocol:
@@ -195,26 +254,7 @@ class RealtimeProtocol:
         return self._append(data)
 
     def _receive_text(self, text: str) -> list[Outgoing | Command]:
-        if len(text) > self.max_message_bytes:
-            raise ProtocolError("message too large", code="message_too_large")
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
-            raise ProtocolError("message is not valid JSON", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise ProtocolError("a client event must be a JSON object", code="invalid_event")
-        event_id = data.get("event_id")
-        if event_id is not None and not isinstance(event_id, str):
-            raise ProtocolError("'event_id' must be a string", code="invalid_type", param="event_id")
-        if event_id is not None and len(event_id) > 512:
-            raise ProtocolError("'event_id' is too long", code="invalid_value", param="event_id")
-        kind = data.get("type")
-        if not isinstance(kind, str):
-            raise ProtocolError("missing or invalid 'type'", code="invalid_event", param="type", event_id=event_id)
-        cls = ev.CLIENT_EVENTS.get(kind)
-        if cls is None:
-            raise ProtocolError(f"unknown or unsupported event type {kind[:80]!r}", code="unknown_event",
-                                param="type", event_id=event_id)
+        data, event_id, cls = decode_client_event(text, self.max_message_bytes)
         try:
             event = cls.from_dict(data)
             return self._handle(event)
@@ -294,34 +334,8 @@ class RealtimeProtocol:
         return ev.InputAudioBufferCommitted(event_id=self._id("event"), item_id=item_id, previous_item_id=prev)
 
     def _create_item(self, event: ev.ConversationItemCreate) -> list[Outgoing | Command]:
-        item = event.item
-        if item.get("type", "message") != "message" or item.get("role") != "user":
-            raise ProtocolError("only user messages can be created (item.type=message, item.role=user)",
-                                code="invalid_value", param="item")
-        for key in item:
-            if key not in ("type", "role", "content", "id", "object", "status"):
-                raise ProtocolError(f"unknown parameter 'item.{key}'", code="unknown_parameter", param=f"item.{key}")
-        content = item.get("content")
-        if not isinstance(content, list) or not content:
-            raise ProtocolError("'item.content' must be a non-empty list", code="invalid_value", param="item.content")
-        parts: list[str] = []
-        for i, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") != "input_text" or not isinstance(part.get("text"), str):
-                raise ProtocolError("only input_text content parts are supported", code="invalid_value",
-                                    param=f"item.content[{i}]")
-            parts.append(part["text"])
-        text = " ".join(p.strip() for p in parts).strip()
-        if not text:
-            raise ProtocolError("the message text is empty", code="invalid_value", param="item.content")
-        if len(text) > 8192:
-            raise ProtocolError("the message text is too long (max 8192 characters)", code="invalid_value",
-                                param="item.content")
-        given = item.get("id")
-        if isinstance(given, str) and re.fullmatch(rf"item_{re.escape(self._prefix)}\d+", given):
-            # the server makes ids of this form: taking one would give two items the same id
-            raise ProtocolError("'item.id' must not be of the form the server uses for its own items",
-                                code="invalid_value", param="item.id")
-        item_id = given if isinstance(given, str) and 0 < len(given) <= 64 else self._id("item")
+        item_id, text = parse_user_item(event.item, self._prefix)
+        item_id = item_id or self._id("item")
         prev = self._last_user_item
         self._last_user_item = item_id
         self._pending_user_item = item_id
@@ -361,34 +375,24 @@ class RealtimeProtocol:
             raise ProtocolError("'content_index' must be 0", code="invalid_value", param="content_index")
         if event.audio_end_ms < 0 or event.audio_end_ms > spoken.audio_ms + 1:
             raise ProtocolError("'audio_end_ms' is beyond the item's audio", code="invalid_value", param="audio_end_ms")
-        text = " ".join(t for end, t in self._marks_until(spoken.marks, event.audio_end_ms)).strip()
+        played = math.ceil(event.audio_end_ms * spoken.rate / 1000)  # a piece starting before it was heard
+        text = spoken.ledger.spoken_text(played, whole_started=True)
         return [ev.ConversationItemTruncated(event_id=self._id("event"), item_id=event.item_id, content_index=0,
                                              audio_end_ms=event.audio_end_ms),
                 TruncateAssistant(event.item_id, event.audio_end_ms, text)]
-
-    @staticmethod
-    def _marks_until(marks: list[tuple[float, str]], end_ms: float) -> list[tuple[float, str]]:
-        """Chunks whose audio had started by ``end_ms`` (a started sentence counts as spoken)."""
-        out: list[tuple[float, str]] = []
-        start = 0.0
-        for end, text in marks:
-            if start < end_ms or (end_ms > 0 and start == 0.0):
-                out.append((end, text))
-            start = end
-        return out
 
     # ------------------------------------------------------------------ pipeline -> client
 
     def on_speech_started(self, audio_start_ms: int) -> list[Outgoing]:
         self._user_item = self._id("item")
-        return [ev.SpeechStarted(event_id=self._id("event"), item_id=self._user_item, audio_start_ms=audio_start_ms)]
+        return [ev.InputSpeechStarted(event_id=self._id("event"), item_id=self._user_item, audio_start_ms=audio_start_ms)]
 
     def on_speech_stopped(self, audio_end_ms: int) -> list[Outgoing]:
         """Server VAD ended the turn: speech_stopped + committed (the user item now exists)."""
         item_id = self._user_item or self._id("item")
         self._user_item = None
         self._buffered_bytes = 0
-        return [ev.SpeechStopped(event_id=self._id("event"), item_id=item_id, audio_end_ms=audio_end_ms),
+        return [ev.InputSpeechStopped(event_id=self._id("event"), item_id=item_id, audio_end_ms=audio_end_ms),
                 self._committed(item_id)]
 
     def on_transcript(self, text: str, *, final: bool = True, duration_s: float = 0.0,
@@ -407,7 +411,8 @@ class RealtimeProtocol:
             self._pending_user_item = None
         rid = response_id or self._id("resp")
         self._response = _Response(rid, self._id("item"))
-        return [ev.ResponseCreated(event_id=self._id("event"), response=self._response_obj("in_progress"))]
+        return [ev.ResponseCreated(event_id=self._id("event"),
+                                   response=response_object(self._response, self.settings, self._prefix, "in_progress"))]
 
     def on_text(self, delta: str) -> list[Outgoing]:
         r = self._response
@@ -435,7 +440,7 @@ class RealtimeProtocol:
         """The audio sent since the last label speaks ``text`` (for truncate -> spoken text)."""
         r = self._response
         if r is not None:
-            r.marks.append((r.audio_bytes / self._bytes_per_ms_out(), text))
+            r.ledger.add(r.audio_bytes // 2 - r.ledger.end, text)
 
     def on_response_done(self, status: str = "completed", reason: str | None = None,
                          error: str | None = None) -> list[Outgoing]:
@@ -445,13 +450,14 @@ class RealtimeProtocol:
             return []
         self._response = None
         transcript = "".join(r.transcript)
-        self._spoken = {r.item_id: _Spoken(r.item_id, r.audio_bytes / self._bytes_per_ms_out(), r.marks)}
+        self._spoken = {r.item_id: _Spoken(r.item_id, r.audio_bytes / self._bytes_per_ms_out(), r.ledger,
+                                           self.settings.output_rate)}
         out: list[Outgoing] = [
             ev.ResponseOutputAudioDone(event_id=self._id("event"), response_id=r.response_id, item_id=r.item_id),
             ev.ResponseTranscriptDone(event_id=self._id("event"), response_id=r.response_id, item_id=r.item_id,
                                       transcript=transcript),
         ]
-        obj = self._response_obj(status, r, transcript)
+        obj = response_object(r, self.settings, self._prefix, status, transcript)
         details: dict[str, Any] = {"type": status}
         if reason:
             details["reason"] = reason
@@ -464,24 +470,25 @@ class RealtimeProtocol:
     def on_metrics(self, response_id: str, metrics: dict[str, Any],
                    sources: Sequence[Any] = ()) -> list[Outgoing]:
         """``voice.metrics``; ``sources`` = the answer's retrieved passages (``.source``, ``.score``, ``.text``)."""
-        return [ev.TurnMetrics(event_id=self._id("event"), response_id=response_id, metrics=metrics,
+        return [ev.VoiceMetrics(event_id=self._id("event"), response_id=response_id, metrics=metrics,
                                sources=source_list(sources) or None)]
 
-    def _response_obj(self, status: str, r: _Response | None = None, transcript: str | None = None) -> dict[str, Any]:
-        r = r or self._response
-        assert r is not None
-        output: list[dict[str, Any]] = []
-        if transcript is not None:
-            output.append({"id": r.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
-                           "status": "completed" if status == "completed" else "incomplete",
-                           "content": [{"type": "output_audio", "transcript": transcript}]})
-        return {
-            "id": r.response_id,
-            "object": "realtime.response",
-            "status": status,
-            "output": output,
-            "output_modalities": ["audio"],
-            "audio": {"output": {"format": {"type": "audio/pcm", "rate": self.settings.output_rate},
-                                 "voice": self.settings.voice}},
-            "conversation_id": "conv_" + self._prefix.rstrip("_") if self._prefix else "conv_default",
-        }
+
+def response_object(r: _Response, settings: SessionSettings, prefix: str, status: str,
+                    transcript: str | None = None) -> dict[str, Any]:
+    """The ``response`` object of response.created / response.done."""
+    output: list[dict[str, Any]] = []
+    if transcript is not None:
+        output.append({"id": r.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+                       "status": "completed" if status == "completed" else "incomplete",
+                       "content": [{"type": "output_audio", "transcript": transcript}]})
+    return {
+        "id": r.response_id,
+        "object": "realtime.response",
+        "status": status,
+        "output": output,
+        "output_modalities": ["audio"],
+        "audio": {"output": {"format": {"type": "audio/pcm", "rate": settings.output_rate},
+                             "voice": settings.voice}},
+        "conversation_id": "conv_" + prefix.rstrip("_") if prefix else "conv_default",
+    }

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import dataclasses
 import json
 import logging
 import secrets
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from voice.audio.pcm import pcm_to_float
+from voice.audio.pcm import SAMPLE_RATE, pcm_to_float
 from voice.config import Config
 from voice.pipeline import events as pev
 from voice.server import events as ev
@@ -33,27 +34,36 @@ from voice.server.settings import SessionSettings
 
 log = logging.getLogger(__name__)
 
-PIPELINE_RATE = 16000
 REASONS = {"barge_in": "turn_detected", "new_turn": "turn_detected", "client_cancelled": "client_cancelled"}
 
 
-class _SwitchableEndpointer:
-    """Lets session.update replace the VAD (new parameters) under a running Conversation."""
+@dataclass
+class _Reply:
+    """The response in progress, as the session maps it onto the conversation's turn."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    turn_id: int
+    #: (status, reason, error) of response.done; set when the turn is cancelled or fails.
+    end: tuple[str, str | None, str | None] = ("completed", None, None)
+    #: The chain's passages for this answer (complete once the LLM stream has ended).
+    sources: list[Any] = field(default_factory=list)
 
-    def process(self, frame: Any) -> Any:
-        return self.inner.process(frame)
 
-    def flush(self) -> Any:
-        return self.inner.flush()
+@dataclass
+class _State:
+    """Everything one session tracks between messages (the protocol's own state aside)."""
 
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def set_min_speech_ms(self, ms: float) -> None:
-        self.inner.set_min_speech_ms(ms)
+    #: 16 kHz samples received (the clock of speech_started / speech_stopped).
+    in_samples: int = 0
+    last_rx: float = field(default_factory=time.monotonic)
+    #: A user text item waiting for response.create.
+    pending_text: str | None = None
+    #: The id a client's response.create asked for, given to the next response.
+    next_response: str | None = None
+    reply: _Reply | None = None
+    #: The last assistant audio item and its turn (what conversation.item.truncate may cut).
+    spoken_item: tuple[str, int] | None = None
+    resampler: Any = None
+    resampler_rate: int = SAMPLE_RATE
 
 
 class RealtimeSession:
@@ -63,10 +73,9 @@ class RealtimeSession:
         self.resources = resources
         self.metrics = metrics
         self.scfg = cfg.server
-        self.cfg = copy.deepcopy(cfg)
         # the browser (or client) cancels echo; the microphone stays open while the assistant talks
-        self.cfg.pipeline.headphones = True
-        self.cfg.pipeline.turn_detection = "vad"
+        self.cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, headphones=True,
+                                                                         turn_detection="vad"))
         voices = resources.voices()
         settings = SessionSettings(voice=voices[0], binary_audio=binary,
                                    turn_detection=_turn_from_cfg(self.cfg))
@@ -79,17 +88,7 @@ class RealtimeSession:
         self.sink = SocketSink(self.outbox, settings.output_rate, self._encode_audio)
         self.conv: Any = None
         self.chain: Any = None
-        self._resampler: Any = None
-        self._resampler_rate = PIPELINE_RATE
-        self._in_samples = 0  # 16 kHz samples received
-        self._last_rx = time.monotonic()
-        self._pending_text: str | None = None
-        self._pending_audio = False
-        self._next_response: str | None = None
-        self._resp_turn: int | None = None
-        self._resp_end: tuple[str, str | None, str | None] = ("completed", None, None)
-        self._resp_sources: list[Any] = []  # the chain's passages for the answer in progress
-        self._item_turns: dict[str, int] = {}
+        self.state = _State()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -99,7 +98,7 @@ class RealtimeSession:
         self.chain = await self.resources.make_chain(self.cfg)
         self.conv = Conversation(
             self.cfg, transcriber=self.resources.transcriber, chain=self.chain, tts=self.resources.tts,
-            sink=self.sink, endpointer=_SwitchableEndpointer(self.resources.make_vad(self.cfg.vad)),
+            sink=self.sink, endpointer=self.resources.make_vad(self.cfg.vad),
         )
         self.conv.add_listener(self._on_pipeline_event)
         self._send_all(self.proto.start())
@@ -107,7 +106,7 @@ class RealtimeSession:
         watchdog = asyncio.create_task(self._watchdog(), name="voice-ws-idle")
         try:
             async for message in self.ws:
-                self._last_rx = time.monotonic()
+                self.state.last_rx = time.monotonic()
                 self.metrics.messages_in += 1
                 await self._on_message(message)
                 if self.ws.state is not State.OPEN:  # closing: what the client sends now is moot
@@ -141,7 +140,7 @@ class RealtimeSession:
         while True:
             await asyncio.sleep(min(limit, 5.0) / 2)
             busy = self.conv is not None and self.conv.busy
-            if not busy and time.monotonic() - self._last_rx > limit:
+            if not busy and time.monotonic() - self.state.last_rx > limit:
                 self.ws.close_now(1001, "idle timeout", "idle")
                 return
 
@@ -181,79 +180,68 @@ class RealtimeSession:
                 self._send_all([item])
 
     async def _command(self, cmd: p.Command) -> None:
-        conv = self.conv
+        conv, st = self.conv, self.state
         if isinstance(cmd, p.AppendAudio):
             audio = pcm_to_float(cmd.pcm, 2, 1)
-            if cmd.sample_rate != PIPELINE_RATE:
-                if self._resampler is None or self._resampler_rate != cmd.sample_rate:
+            if cmd.sample_rate != SAMPLE_RATE:
+                if st.resampler is None or st.resampler_rate != cmd.sample_rate:
                     from voice.audio.resample import StreamResampler
 
-                    self._resampler = StreamResampler(cmd.sample_rate, PIPELINE_RATE)
-                    self._resampler_rate = cmd.sample_rate
-                audio = self._resampler.process(audio)
-            self._in_samples += audio.shape[0]
+                    st.resampler = StreamResampler(cmd.sample_rate, SAMPLE_RATE)
+                    st.resampler_rate = cmd.sample_rate
+                audio = st.resampler.process(audio)
+            st.in_samples += audio.shape[0]
             conv.process_frame(audio)
-            if self.proto.settings.turn_detection is None:
-                self._pending_audio = True
-        elif isinstance(cmd, p.CommitAudio):
-            self._pending_audio = conv.manual  # server VAD decides turns itself; a commit is a hint
         elif isinstance(cmd, p.ClearAudio):
             conv.clear_input()
-            self._pending_audio = False
         elif isinstance(cmd, p.UserText):
-            self._pending_text = cmd.text
+            st.pending_text = cmd.text
         elif isinstance(cmd, p.CreateResponse):
-            self._next_response = cmd.response_id
-            if self._pending_text is not None:
-                text, self._pending_text = self._pending_text, None
+            st.next_response = cmd.response_id
+            if st.pending_text is not None:
+                text, st.pending_text = st.pending_text, None
                 await conv.submit_text(text)
-            elif conv.manual:
+            elif conv.settings.manual:
                 tid = await conv.commit_input()
                 if tid is None:
                     self._empty_response()
         elif isinstance(cmd, p.CancelResponse):
             conv.interrupt("client_cancelled")
         elif isinstance(cmd, p.TruncateAssistant):
-            tid = self._item_turns.get(cmd.item_id)
-            if tid is not None:
-                result = self.chain.commit_assistant(tid, cmd.spoken_text)
-                if asyncio.iscoroutine(result):
-                    await result
+            if st.spoken_item is not None and st.spoken_item[0] == cmd.item_id:
+                self.chain.commit_assistant(st.spoken_item[1], cmd.spoken_text)
         elif isinstance(cmd, p.UpdateSettings):
             await self._apply_settings(cmd.settings)
 
     async def _apply_settings(self, s: SessionSettings) -> None:
+        """session.update: the conversation's live settings change through its methods."""
         conv = self.conv
         td = s.turn_detection
         if td is None:
-            if not conv.manual:
-                conv.clear_input()
-            conv.manual = True
+            conv.set_turn_detection(None)
         else:
-            vad = self.cfg.vad
-            changed = (vad.threshold, vad.min_silence_ms, vad.pre_roll_ms) != (
-                td.threshold, td.silence_duration_ms, td.prefix_padding_ms)
-            vad.threshold, vad.min_silence_ms, vad.pre_roll_ms = td.threshold, td.silence_duration_ms, td.prefix_padding_ms
+            cur = conv.settings.vad
+            vad = dataclasses.replace(cur, threshold=td.threshold, min_silence_ms=td.silence_duration_ms,
+                                      pre_roll_ms=td.prefix_padding_ms)
             if vad.neg_threshold is not None and vad.neg_threshold >= vad.threshold:
-                vad.neg_threshold = None
-            if changed or conv.manual:
-                conv.endpointer.inner = self.resources.make_vad(vad)
-            conv.manual = False
-            self.cfg.pipeline.barge_in = td.interrupt_response
-        voices = self.resources.voices()
-        conv.voice = s.voice if s.voice in voices and s.voice != "default" else None
+                vad = dataclasses.replace(vad, neg_threshold=None)
+            changed = (cur.threshold, cur.min_silence_ms, cur.pre_roll_ms) != (
+                vad.threshold, vad.min_silence_ms, vad.pre_roll_ms)
+            endpointer = self.resources.make_vad(vad) if changed or conv.settings.manual else None
+            conv.set_turn_detection(vad, barge_in=td.interrupt_response, endpointer=endpointer)
+        conv.set_voice(s.voice if s.voice in self.resources.voices() and s.voice != "default" else None)
         self.sink.sample_rate = s.output_rate
         if s.instructions != (self.cfg.llm.system_prompt or "") and s.instructions:
-            self.cfg.llm.system_prompt = s.instructions
+            self.cfg = dataclasses.replace(self.cfg, llm=dataclasses.replace(self.cfg.llm, system_prompt=s.instructions))
             old, self.chain = self.chain, await self.resources.make_chain(self.cfg)
-            conv.chain = self.chain
+            conv.set_chain(self.chain)
             aclose = getattr(old, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
 
     def _empty_response(self) -> None:
-        rid, self._next_response = self._next_response, None
+        rid, self.state.next_response = self.state.next_response, None
         self._send_all(self.proto.on_response_started(rid))
         self._send_all(self.proto.on_response_done("completed"))
 
@@ -263,25 +251,24 @@ class RealtimeSession:
     # ------------------------------------------------------------------ pipeline -> client
 
     def _on_pipeline_event(self, e: pev.Event) -> None:
-        proto = self.proto
+        proto, st = self.proto, self.state
         tid = e.turn_id
-        ms = int(self._in_samples * 1000 / PIPELINE_RATE)
-        if isinstance(e, pev.SpeechStarted):
-            self._send_all(proto.on_speech_started(max(0, ms - self.cfg.vad.min_speech_ms)))
-        elif isinstance(e, pev.SpeechStopped):
+        ms = int(st.in_samples * 1000 / SAMPLE_RATE)
+        reply = st.reply if st.reply is not None and st.reply.turn_id == tid else None
+        if isinstance(e, pev.UserSpeechStarted):
+            self._send_all(proto.on_speech_started(max(0, ms - self.conv.settings.vad.min_speech_ms)))
+        elif isinstance(e, pev.UserSpeechStopped):
             self._send_all(proto.on_speech_stopped(ms))
         elif isinstance(e, pev.TranscriptFinal):
             if e.source == "speech":
                 self._send_all(proto.on_transcript(e.text))
             if e.text and self.conv is not None and self.conv.turns.last == tid:
-                rid, self._next_response = self._next_response, None
-                self._resp_turn = tid
-                self._resp_end = ("completed", None, None)
-                self._resp_sources = []
+                rid, st.next_response = st.next_response, None
+                st.reply = _Reply(turn_id=tid)
                 self._send_all(proto.on_response_started(rid))
-            elif not e.text and self._next_response is not None:
+            elif not e.text and st.next_response is not None:
                 self._empty_response()
-        elif tid != self._resp_turn:
+        elif reply is None:
             return
         elif isinstance(e, pev.LlmDelta):
             self._send_all(proto.on_text(e.text))
@@ -289,32 +276,36 @@ class RealtimeSession:
             proto.label_audio(e.text)
         elif isinstance(e, pev.LlmDone):
             # the chain's stream has ended, so its sources are complete (tool results included)
-            self._resp_sources = list(getattr(self.chain, "last_sources", None) or [])
+            reply.sources = list(getattr(self.chain, "last_sources", None) or [])
         elif isinstance(e, pev.TurnCancelled):
-            self._resp_end = ("cancelled", REASONS.get(e.reason, "client_cancelled"), None)
+            reply.end = ("cancelled", REASONS.get(e.reason, "client_cancelled"), None)
         elif isinstance(e, pev.Error):
-            self._resp_end = ("failed", None, f"{e.stage}: {e.message}")
+            reply.end = ("failed", None, f"{e.stage}: {e.message}")
             self._send_all([proto.error(f"{e.stage} failed: {e.message}", code=f"{e.stage}_failed", kind="server_error")])
         elif isinstance(e, pev.TurnMetrics):
-            status, reason, error = self._resp_end
-            rid = proto.response_id
-            done = proto.on_response_done(status, reason, error)
-            for d in done:
-                if isinstance(d, ev.ResponseOutputAudioDone):
-                    self._item_turns = {d.item_id: tid}
-            self._send_all(done)
-            self._resp_turn = None
-            self.metrics.turns[status] += 1
-            m: dict[str, Any] = {}
-            for k, v in e.as_dict().items():
-                if k.endswith("_s"):
-                    m[k[:-2] + "_ms"] = None if v is None else round(float(v) * 1000, 1)
-                else:
-                    m[k] = v
-            for stage in ("voice_to_voice_s", "transcript_s", "first_token_s", "first_audio_s", "total_s"):
-                self.metrics.observe(stage[:-2], getattr(e, stage))
-            if rid is not None:
-                self._send_all(proto.on_metrics(rid, m, self._resp_sources))
+            self._reply_done(reply, e)
+
+    def _reply_done(self, reply: _Reply, e: pev.TurnMetrics) -> None:
+        proto = self.proto
+        status, reason, error = reply.end
+        rid = proto.response_id
+        done = proto.on_response_done(status, reason, error)
+        for d in done:
+            if isinstance(d, ev.ResponseOutputAudioDone):
+                self.state.spoken_item = (d.item_id, reply.turn_id)
+        self._send_all(done)
+        self.state.reply = None
+        self.metrics.turns[status] += 1
+        m: dict[str, Any] = {}
+        for k, v in e.as_dict().items():
+            if k.endswith("_s"):
+                m[k[:-2] + "_ms"] = None if v is None else round(float(v) * 1000, 1)
+            else:
+                m[k] = v
+        for stage in ("voice_to_voice_s", "transcript_s", "first_token_s", "first_audio_s", "total_s"):
+            self.metrics.observe(stage[:-2], getattr(e, stage))
+        if rid is not None:
+            self._send_all(proto.on_metrics(rid, m, reply.sources))
 
 
 def _encode(item: ev.ServerEvent | bytes) -> str | bytes:

@@ -184,22 +184,6 @@ def create_engine(cfg: Config, name: str | None = None) -> TTSEngine:
     return engine
 
 
-class EngineCache:
-    """Engines shared by name within one app (e.g. one per server process), loaded once."""
-
-    def __init__(self, cfg: Config) -> None:
-        self._cfg = cfg
-        self._engines: dict[str, TTSEngine] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name: str | None = None) -> TTSEngine:
-        key = name or self._cfg.tts.engine
-        with self._lock:
-            if key not in self._engines:
-                self._engines[key] = create_engine(self._cfg, key)
-            return self._engines[key]
-
-
 async def synthesize(
     engine: TTSEngine,
     text: str,

@@ -1,0 +1,339 @@
+"""The turn lifecycle: the one place where a user turn begins and ends, is transcribed, and its
+answer starts, is interrupted or finishes, and where memory learns what was heard.
+:class:`~voice.pipeline.conversation.Conversation` (``voice chat``, every server session) is
+this plus the microphone funnel.
+
+Every turn has an id (:class:`~voice.pipeline.turns.TurnCounter`). A new utterance while the
+assistant answers (barge-in), a typed line, or :meth:`TurnLifecycle.interrupt` (the server's
+``response.cancel``) stop the :class:`~voice.pipeline.answer.Answer` first (its sink is cleared
+at once), then commit to memory only the text that was played. Parts return values (VAD events,
+transcripts, :class:`~voice.pipeline.answer.AnswerResult`); only this class acts on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from voice.audio.pcm import SAMPLE_RATE
+from voice.audio.vad import SilenceStarted, SpeechEnded, SpeechResumed, SpeechStarted
+from voice.pipeline import events as ev
+from voice.pipeline.answer import Answer, AnswerResult
+from voice.pipeline.hearing import Hearing, HearingEvent, InputReset
+from voice.pipeline.io import AudioSink
+from voice.pipeline.metrics import MetricsSummary, TurnTimer
+from voice.pipeline.transcription import Timed, Transcription
+from voice.pipeline.turns import TaskSet, TurnCounter, TurnWaits
+
+if TYPE_CHECKING:
+    from voice.asr.base import Transcriber
+    from voice.config import Config, VadConfig
+    from voice.llm.chain import Chain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What may change while a conversation runs (a realtime ``session.update``); replaced
+    whole by the conversation's ``set_*`` methods, never edited in place."""
+
+    #: The VAD parameters the endpointer runs with now.
+    vad: VadConfig
+    #: Turn detection is off: turns end on :meth:`TurnLifecycle.commit_input` (push-to-talk).
+    manual: bool
+    #: The user may interrupt the assistant by speaking.
+    barge_in: bool
+    #: The TTS voice (None = the engine's default).
+    voice: str | None = None
+
+
+class TurnLifecycle:
+    """Turns and their answers for one conversation; ``hearing`` is its input side."""
+
+    def __init__(self, cfg: Config, *, transcriber: Transcriber | None, chain: Chain, tts: Any | None,
+                 sink: AudioSink | None, hearing: Hearing, settings: LiveSettings) -> None:
+        self.cfg = cfg
+        self.transcriber = transcriber
+        self.chain = chain
+        self.tts = tts if cfg.pipeline.speak else None
+        self.sink = sink if cfg.pipeline.speak else None
+        self.settings = settings
+        self.hearing = hearing
+        self.turns = TurnCounter()
+        self.metrics = MetricsSummary()
+        self.status: ev.Status = "listening"
+        self._echo_tail_s = cfg.pipeline.echo_tail_ms / 1000.0
+        self._listeners: list[Callable[[ev.Event], None]] = []
+        self._answer: Answer | None = None
+        self._answer_task: asyncio.Task[None] | None = None
+        self._user_turn: int | None = None
+        self._user_timer: TurnTimer | None = None
+        self._commit_task: asyncio.Task[Any] | None = None
+        self._waits = TurnWaits()
+        self._pending = TaskSet()  # user turns being transcribed, cancelled answers committing
+        self._bg = TaskSet()
+        self._asr = Transcription(transcriber, language=cfg.asr.language, early=cfg.pipeline.early_transcribe,
+                                  tasks=self._bg, on_done=self._notify)
+        self._out_end = 0
+        self._audible_until = 0.0
+        self._closed = False
+        self._changed = asyncio.Event()
+
+    def add_listener(self, fn: Callable[[ev.Event], None]) -> None:
+        """Call ``fn(event)`` synchronously for every event (keep it quick)."""
+        self._listeners.append(fn)
+
+    def _emit(self, event: ev.Event) -> None:
+        if isinstance(event, ev.TurnMetrics):
+            self.metrics.add(event)
+        if log.isEnabledFor(logging.DEBUG) and not isinstance(event, (ev.AudioOut, ev.LlmDelta)):
+            log.debug("event %r", event)
+        for fn in self._listeners:
+            try:
+                fn(event)
+            except Exception:  # a broken listener must not stop the conversation
+                log.exception("event listener failed")
+        if isinstance(event, ev.PlaybackStarted) and self._answer is not None:
+            self._set_status("speaking", event.turn_id)
+
+    def _set_status(self, status: ev.Status, turn_id: int) -> None:
+        if status != self.status:
+            self.status = status
+            self._emit(ev.StatusChanged(turn_id=turn_id, status=status))
+
+    @property
+    def busy(self) -> bool:
+        """A user turn is being transcribed or an answer is being generated or played."""
+        return bool(self._pending) or self._answer is not None
+
+    @property
+    def speaking(self) -> bool:
+        """Answer audio is queued in the sink and not played yet."""
+        end = self._answer.out_end if self._answer is not None else self._out_end
+        return self.sink is not None and self.sink.played_samples < end
+
+    async def wait_turn(self, turn_id: int) -> None:
+        """Until turn ``turn_id`` is answered, cancelled or dropped."""
+        await self._waits.wait(turn_id)
+
+    async def wait_idle(self) -> None:
+        """Until no turn is being transcribed, answered or played."""
+        while self.busy:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _notify(self, *_: object) -> None:
+        self._changed.set()
+
+    def _reset_input(self, *, hearing: bool = True) -> None:
+        if hearing:
+            self.hearing.reset()
+        self._asr.discard()
+        if self._user_turn is not None and not self._pending:
+            self._waits.end(self._user_turn)
+        self._user_turn = None
+        self._user_timer = None
+
+    def on_vad(self, event: HearingEvent) -> None:
+        """One event from :class:`Hearing` (or scripted, in tests)."""
+        now = time.monotonic()
+        if isinstance(event, SpeechStarted):
+            self._begin_user_turn()
+        elif isinstance(event, SilenceStarted):
+            if self._user_timer is not None:
+                self._user_timer.silence = now
+            self._asr.silence(event.audio)
+        elif isinstance(event, SpeechResumed):
+            if self._user_timer is not None:
+                self._user_timer.silence = None
+            self._asr.discard()
+        elif isinstance(event, SpeechEnded):
+            if self._user_turn is None:  # e.g. an utterance cut short by muting
+                self._begin_user_turn()
+            self._end_user_turn(event.audio, now, event.start, event.t)
+        elif isinstance(event, InputReset):  # hearing has reset itself
+            self._reset_input(hearing=False)
+
+    def _begin_user_turn(self) -> int:
+        if self._answer is not None:
+            self.interrupt("barge_in")
+        tid = self.turns.next()
+        self._user_turn = tid
+        self._user_timer = TurnTimer(turn_id=tid, end=time.monotonic())
+        self._waits.open(tid)
+        self._asr.discard()
+        self._emit(ev.UserSpeechStarted(turn_id=tid))
+        self._set_status("listening", tid)
+        return tid
+
+    def _end_user_turn(self, audio: np.ndarray, now: float, start: float, end: float) -> None:
+        tid, timer = self._user_turn, self._user_timer
+        assert tid is not None and timer is not None
+        timer.end = now
+        self._user_turn = self._user_timer = None
+        self._emit(ev.UserSpeechStopped(turn_id=tid, duration_s=max(0.0, end - start)))
+        self._set_status("thinking", tid)
+        vad = self.settings.vad
+        tail = int((vad.min_silence_ms + vad.pre_roll_ms + 100) * SAMPLE_RATE / 1000)
+        early = self._asr.take_early(int(audio.shape[0]), tail)
+        self._pending.spawn(self._transcribe_and_answer(tid, timer, audio, early), self._notify)
+
+    async def commit_input(self) -> int | None:
+        """Manual turn detection (push-to-talk, server without VAD): end the user's turn now
+        with the audio buffered since the last commit/clear. Returns the turn id."""
+        audio = self.hearing.take()
+        self.clear_input()
+        if audio.size == 0:
+            return None
+        tid = self._begin_user_turn()
+        self._end_user_turn(audio, time.monotonic(), 0.0, audio.shape[0] / SAMPLE_RATE)
+        return tid
+
+    def clear_input(self) -> None:
+        """Drop buffered input audio (manual mode) and any utterance in progress."""
+        self.hearing.clear()
+        if not self.settings.manual:
+            self._reset_input()
+
+    async def _transcribe_and_answer(self, tid: int, timer: TurnTimer, audio: np.ndarray,
+                                     early: asyncio.Task[Timed] | None) -> None:
+        try:
+            tr, timer.asr_s, t_done = await self._asr.final(audio, early)
+            timer.transcript = max(t_done, timer.end)
+            text = (tr.text or "").strip()
+            self._emit(ev.TranscriptFinal(turn_id=tid, text=text, language=getattr(tr, "language", None)))
+            if self.turns.last != tid:
+                log.info("turn %d superseded by a newer utterance before it was answered", tid)
+                self._emit(ev.TurnCancelled(turn_id=tid, reason="superseded", spoken_text=""))
+            elif not text:
+                self._set_status("listening", tid)
+            else:
+                self._start_answer(tid, text, timer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("turn %d: transcription failed: %s", tid, err, exc_info=True)
+            self._emit(ev.Error(turn_id=tid, stage="asr", message=str(err)))
+            self._set_status("listening", tid)
+        finally:
+            if self._answer is None or self._answer.turn_id != tid:
+                self._waits.end(tid)
+
+    async def submit_text(self, text: str) -> int:
+        """A typed user turn (``--text``, the server's conversation.item.create): same chain and
+        TTS path as speech. Cancels an answer in progress. Returns the turn id."""
+        if self._answer is not None:
+            self.interrupt("new_turn")
+        tid = self.turns.next()
+        self._waits.open(tid)
+        timer = TurnTimer(turn_id=tid, end=time.monotonic(), source="text")
+        text = text.strip()
+        self._emit(ev.TranscriptFinal(turn_id=tid, text=text, source="text"))
+        if not text:
+            self._waits.end(tid)
+            return tid
+        self._set_status("thinking", tid)
+        self._start_answer(tid, text, timer)
+        return tid
+
+    async def ask(self, text: str) -> int:
+        """:meth:`submit_text` and wait until the answer is played (or cancelled)."""
+        tid = await self.submit_text(text)
+        await self.wait_turn(tid)
+        return tid
+
+    def _start_answer(self, tid: int, text: str, timer: TurnTimer) -> None:
+        if self._answer is not None:
+            self.interrupt("new_turn")
+        answer = Answer(tid, text, chain=self.chain, tts=self.tts, sink=self.sink, voice=self.settings.voice,
+                        chunker=self.cfg.tts.chunker, queue_size=self.cfg.pipeline.queue_size, timer=timer,
+                        start=self._out_end, emit=self._emit, far=self.hearing.far)
+        self.turns.activate(tid)
+        self._answer = answer
+        self._answer_task = self._bg.spawn(self._answer_turn(answer), self._notify)
+
+    async def _answer_turn(self, answer: Answer) -> None:
+        if self._commit_task is not None:  # the previous turn's memory first
+            await asyncio.shield(self._commit_task)
+        result = await answer.run()
+        if result.ended == "stopped":
+            return  # interrupt() ended the turn
+        if result.ended == "failed":
+            log.warning("turn %d failed: %s", result.turn_id, result.error,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            self._emit(ev.Error(turn_id=result.turn_id, stage=result.stage, message=str(result.error)))
+            answer.timer.cancelled = True
+        if result.ended == "played" or result.llm_started:
+            self._commit(result)
+        self._finish(answer)
+
+    def _finish(self, answer: Answer) -> None:
+        tid = answer.turn_id
+        answer.timer.mark("done", time.monotonic())
+        self.turns.deactivate(tid)
+        if self._answer is answer:
+            self._answer = None
+            self._out_end = answer.out_end
+        self._notify()
+        self._audible_until = time.monotonic() + self._echo_tail_s
+        self._emit(answer.timer.to_event())
+        self._set_status("listening", tid)
+        self._waits.end(tid)
+
+    def interrupt(self, reason: str = "cancelled") -> str | None:
+        """Stop the current answer now: clear the sink, cancel LLM and TTS, commit to memory only
+        what was played. Returns that text (None when nothing was being answered)."""
+        answer, task = self._answer, self._answer_task
+        if answer is None:
+            return None
+        spoken = answer.stop()  # first: the output must stop at once
+        self._out_end = answer.out_end
+        self.hearing.output_cleared(answer.out_end)
+        self.turns.deactivate(answer.turn_id)
+        self._answer = self._answer_task = None
+        self._notify()
+        if task is not None:
+            task.cancel()
+        tid = answer.turn_id
+        if reason == "barge_in":
+            self._emit(ev.BargeIn(turn_id=tid, played_text=spoken))
+        self._emit(ev.TurnCancelled(turn_id=tid, reason=reason, spoken_text=spoken))
+        answer.timer.cancelled = True
+        answer.timer.mark("done", time.monotonic())
+        self._emit(answer.timer.to_event())
+        self._audible_until = 0.0
+        # commit once the LLM stream is closed (the chain records the full answer on close)
+        result = AnswerResult(tid, answer.generated, spoken, "stopped", llm_started=answer.llm_started)
+        self._commit_task = self._pending.spawn(self._commit_after(task, result), self._notify)
+        return spoken
+
+    async def _commit_after(self, task: asyncio.Task[None] | None, result: AnswerResult) -> None:
+        try:
+            if task is not None:
+                await asyncio.wait([task], timeout=5.0)
+            if result.llm_started:
+                self._commit(result)
+        finally:
+            self._waits.end(result.turn_id)
+
+    def _commit(self, result: AnswerResult) -> None:
+        """Memory keeps what was heard (all of it in text-only mode)."""
+        try:
+            self.chain.commit_assistant(result.turn_id, result.spoken)
+        except Exception as err:
+            log.warning("memory commit for turn %d failed: %s", result.turn_id, err)
+
+    async def aclose(self, grace_s: float = 3.0) -> None:
+        """Cancel everything in flight (answer, transcriptions)."""
+        self._closed = True
+        self.interrupt("closed")
+        await TaskSet.cancel_all(grace_s, self._pending, self._bg)
+        self._waits.end_all()
+        self._set_status("stopped", self.turns.last)
