@@ -146,8 +146,9 @@ async def test_disconnects_mid_turn_leak_nothing(voice_server: RunningServer) ->
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
 
-    # warm-up round so lazily created pools and caches exist before we measure
-    await asyncio.gather(*(drop_mid_turn(i) for i in range(4)))
+    # warm-up round at the measured concurrency (10), so the executor's workers and the lazily
+    # created caches that ten concurrent turns bring exist before we measure
+    await asyncio.gather(*(drop_mid_turn(i) for i in range(10)))
     await settle()
     threads0, tasks0 = threading.active_count(), _tasks(voice_server)
     gc.collect()
