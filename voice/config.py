@@ -247,6 +247,10 @@ class EmbeddedLlmConfig:
     parallel: int = field(default=2, metadata={"range": (1, 256)})
     #: Seconds to wait for the server to become healthy; 1 to 3600.
     start_timeout_s: float = field(default=120.0, metadata={"range": (1.0, 3600.0)})
+    #: llama.cpp's host-memory prompt cache (MiB): earlier prompts kept beside the slots, so a
+    #: prompt that starts like an earlier one reuses its prefix; -1 = no limit, 0 = off (the
+    #: slots' own cache stays). At most 1048576.
+    cache_ram_mib: int = field(default=8192, metadata={"range": (-1, 1048576)})
 
 
 @dataclass

@@ -39,7 +39,7 @@ class ServerInfo:
 def embedded_key(cfg: Any) -> tuple[Any, ...]:
     """What makes two embedded servers different (used to share one per process)."""
     e = cfg.llm.embedded
-    return (e.model, e.n_ctx, e.n_gpu_layers, e.threads, e.device, e.parallel)
+    return (e.model, e.n_ctx, e.n_gpu_layers, e.threads, e.device, e.parallel, e.cache_ram_mib)
 
 
 class EmbeddedServer:
@@ -94,6 +94,7 @@ class EmbeddedServer:
             p.n_ctx = e.n_ctx
             p.n_parallel = e.parallel
             p.kv_unified = True  # every slot may use the whole context
+            p.cache_ram_mib = e.cache_ram_mib
             p.n_gpu_layers = n_gpu
             p.cpuparams.n_threads = threads
             p.cpuparams_batch.n_threads = threads
