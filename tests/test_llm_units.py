@@ -97,6 +97,32 @@ def test_prompt_is_for_speech_and_carries_sources():
     assert build_messages("s", [], "plain", [])[-1]["content"] == "plain"
 
 
+class _T(_P):
+    def __init__(self, text: str, source: str, title: str = "") -> None:
+        super().__init__(text, source)
+        self.title = title
+
+
+def test_context_is_best_last_one_field_per_line_and_the_question_last():
+    best = _T("topic: Printer; where: Room 2.14; details: A3 and A4; toner in the cupboard", "/d/office.csv")
+    other = _T("Open 8 to 4.\nClosed on Sundays.", "/d/shop.md", "Shop > Hours")
+    msg = build_messages("sys", [], "Where is the printer?", [best, other])[-1]["content"]
+    assert msg.index("[shop.md > Shop > Hours]") < msg.index("[office.csv]")  # best nearest the question
+    assert "\nwhere: Room 2.14\ndetails: A3 and A4; toner in the cupboard\n" in msg  # ";" inside a field stays
+    assert "Open 8 to 4.\nClosed on Sundays." in msg
+    assert msg.endswith("\nQuestion: Where is the printer?")
+
+
+def test_the_prompt_prefix_before_the_passages_is_the_same_for_every_question():
+    import os
+
+    a = build_messages(SPEECH_SYSTEM_PROMPT, [], "Q one?", [_T("Alpha.", "/a.md", "A")])
+    b = build_messages(SPEECH_SYSTEM_PROMPT, [], "Q two?", [_T("Beta.", "/b.txt")])
+    assert a[0] == b[0]
+    common = os.path.commonprefix([a[-1]["content"], b[-1]["content"]])
+    assert common == "Context from my documents:\n\n["
+
+
 def test_text_tool_calls_are_recognised():
     known = {"current_time"}
     fenced = '```json\n{"name": "current_time", "arguments": {"type": "object"}}\n```'

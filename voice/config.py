@@ -258,6 +258,10 @@ class EmbeddedLlmConfig:
     draft_model: str = "qwen2.5-0.5b-instruct"
     #: Most tokens drafted per step (draft model or n-gram match); 1 to 64.
     draft_max: int = field(default=16, metadata={"range": (1, 64)})
+    #: llama.cpp's host-memory prompt cache (MiB): earlier prompts kept beside the slots, so a
+    #: prompt that starts like an earlier one reuses its prefix; -1 = no limit, 0 = off (the
+    #: slots' own cache stays). At most 1048576.
+    cache_ram_mib: int = field(default=8192, metadata={"range": (-1, 1048576)})
 
 
 @dataclass

@@ -40,7 +40,7 @@ def embedded_key(cfg: Any) -> tuple[Any, ...]:
     """What makes two embedded servers different (used to share one per process)."""
     e = cfg.llm.embedded
     spec = (e.speculative, e.draft_model if e.speculative == "draft" else None, e.draft_max)
-    return (e.model, e.n_ctx, e.n_gpu_layers, e.threads, e.device, e.parallel, *spec)
+    return (e.model, e.n_ctx, e.n_gpu_layers, e.threads, e.device, e.parallel, e.cache_ram_mib, *spec)
 
 
 class EmbeddedServer:
@@ -96,6 +96,7 @@ class EmbeddedServer:
             p.n_ctx = e.n_ctx
             p.n_parallel = e.parallel
             p.kv_unified = True  # every slot may use the whole context
+            p.cache_ram_mib = e.cache_ram_mib
             p.n_gpu_layers = n_gpu
             p.cpuparams.n_threads = threads
             p.cpuparams_batch.n_threads = threads

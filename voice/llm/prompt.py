@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,29 +22,37 @@ def source_name(source: str) -> str:
     return Path(source).name or source
 
 
+#: "; " before a "name: " field of a record ("topic: Printer; where: Room 2; details: ...").
+_FIELD = re.compile(r"; (?=[^\s;:][^;:]{0,30}: )")
+
+
 def format_context(passages: Sequence[Any]) -> str:
-    """Passages as a numbered context block, each with its source's name."""
-    lines = []
-    for i, p in enumerate(passages, 1):
+    """Passages as a context block, best last (nearest the question), each headed by its
+    document's name and heading path, one line per line of text and per named field of a
+    record (a CSV row's "where: ..." on its own line, so a small model does not mix fields)."""
+    blocks = []
+    for p in reversed(list(passages)):
         title = getattr(p, "title", "")
-        where = f" ({title})" if title else ""
-        lines.append(f"[{i}] From the document \"{source_name(p.source)}\"{where}:\n{p.text.strip()}")
-    return "\n\n".join(lines)
+        where = f"{source_name(p.source)} > {title}" if title else source_name(p.source)
+        body = "\n".join(f for line in p.text.strip().splitlines() for f in _FIELD.split(line))
+        blocks.append(f"[{where}]\n{body}")
+    return "\n\n".join(blocks)
+
+
+#: What the last user message asks after the context; the question follows it.
+GROUNDING = "Answer the question briefly, using only the context above."
 
 
 def user_message(question: str, passages: Sequence[Any]) -> str:
     """The last user message: the question, preceded by retrieved context when there is some.
 
     Context goes into the last message (not the system prompt) so the system prompt and the
-    earlier turns stay a stable prefix that the server can reuse from its prompt cache.
+    earlier turns stay a stable prefix that the server reuses from its prompt cache; the
+    question comes last, after the context and the instruction.
     """
     if not passages:
         return question
-    return (
-        "Context from my documents:\n\n"
-        f"{format_context(passages)}\n\n"
-        f"Using the context above, answer briefly and name the document: {question}"
-    )
+    return f"Context from my documents:\n\n{format_context(passages)}\n\n{GROUNDING}\nQuestion: {question}"
 
 
 def build_messages(
