@@ -13,11 +13,15 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.helpers
 
 
 class Chain:
@@ -48,25 +52,12 @@ class Asr:
         return Transcript(text="q", segments=[], language="en", duration_s=1.0, model="none", device="cpu")
 
 
-class QuietEndpointer:
-    def process(self, chunk: np.ndarray) -> list[Any]:
-        return []
-
-    def flush(self) -> list[Any]:
-        return []
-
-    def reset(self) -> None:
-        pass
-
-    def set_min_speech_ms(self, ms: float) -> None:
-        pass
-
-
 def stats(xs: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(xs), 3), "mean": round(statistics.fmean(xs), 3)}
 
 
 async def run(turns: int) -> dict[str, Any]:
+    from tests.helpers.fakes import QuietEndpointer
     from voice.audio.vad import SpeechEnded, SpeechStarted
     from voice.config import load_config
     from voice.pipeline import events as ev

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from tests.helpers.fakes import until
 from voice.asr.base import Transcript
 from voice.audio.vad import SilenceStarted, SpeechEnded, SpeechResumed, SpeechStarted
 from voice.llm.memory import ConversationMemory
@@ -27,14 +28,6 @@ from voice.pipeline.turns import EarlyTranscript, PlaybackLedger, TurnCounter
 from voice.tts.base import AudioChunk, CancelToken
 
 SR = 16000
-
-
-async def until(pred, limit_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(limit_s / 0.01)):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 # ----------------------------------------------------------------------------- sans-I/O

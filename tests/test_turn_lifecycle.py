@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers.fakes import QuietEndpointer, until
 from voice.asr.base import Transcript
 from voice.audio.vad import SpeechEnded, SpeechStarted
 from voice.pipeline import events as ev
@@ -26,14 +27,6 @@ from voice.tts.base import AudioChunk, CancelToken
 
 SR = 16000
 ANSWER = "One two three four. Five six seven eight. Nine ten eleven twelve."
-
-
-async def until(pred, limit_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(limit_s / 0.01)):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 class Chain:
@@ -83,22 +76,6 @@ class Asr:
         await asyncio.sleep(0.005)
         return Transcript(text="a question", segments=[], language="en", duration_s=len(audio) / SR,
                           model="fake", device="cpu")
-
-
-class QuietEndpointer:
-    """Hears nothing: the tests script the VAD's events themselves."""
-
-    def process(self, chunk: np.ndarray) -> list[Any]:
-        return []
-
-    def flush(self) -> list[Any]:
-        return []
-
-    def reset(self) -> None:
-        pass
-
-    def set_min_speech_ms(self, ms: float) -> None:
-        pass
 
 
 def conversation(cfg, *, realtime: bool = True):  # type: ignore[no-untyped-def]

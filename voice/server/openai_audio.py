@@ -385,14 +385,6 @@ def speech_request(content_type: str, body: bytes, names: Names, *, max_input_ch
 # --------------------------------------------------------------------------- responses
 
 
-def _timestamp(seconds: float, sep: str) -> str:
-    ms = max(0, round(seconds * 1000))
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
 def render_transcript(fmt: str, t: Transcript, *, task: str = "transcribe") -> tuple[str, bytes]:
     """(Content-Type, body) of a finished transcription in OpenAI's ``response_format``."""
     from voice.commands.transcribe import to_srt, to_vtt
