@@ -98,10 +98,12 @@ def test_metrics_relative_to_end_of_speech() -> None:
     s = MetricsSummary()
     for v in (0.5, 1.0, 2.0):
         s.add(ev.TurnMetrics(turn_id=1, transcript_s=None, first_token_s=None, first_audio_s=None,
-                             voice_to_voice_s=v, total_s=None))
+                             voice_to_voice_s=v, total_s=None, from_silence_s=v + 0.5))
     summ = s.summary()
     assert summ["voice_to_voice_s"] == {"p50": 1.0, "p95": 1.9, "n": 3}
-    assert "voice-to-voice" in s.format()
+    lines = [line.strip() for line in s.format().splitlines()[1:]]
+    assert lines[0].startswith("from silence") and "p50 1.500 s" in lines[0]  # the headline first
+    assert lines[1].startswith("VAD decision") and "p50 1.000 s" in lines[1]
     assert percentile([], 50) is None
 
 

@@ -16,6 +16,7 @@ Cheaper than a thread hand-off per frame; past that many sessions, run it in a t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -111,6 +112,8 @@ class Hearing:
         self._echo_pos = 0
         self._buf: list[np.ndarray] = []
         self._buf_samples = 0
+        self._fed = 0  # samples given to the endpointer since its clock started (its stream time)
+        self._fed_at = 0.0  # time.monotonic() when the last of them arrived
 
     @property
     def endpointer(self) -> VadEndpointer:
@@ -123,14 +126,16 @@ class Hearing:
     def set_endpointer(self, endpointer: VadEndpointer | None, vad: VadConfig | None = None) -> None:
         """Use ``endpointer`` (None: a new one made from ``vad`` on first use) from the next frame."""
         self._endpointer = endpointer
+        self._fed = 0
         if vad is not None:
             self.vad = vad
 
     def set_manual(self, manual: bool) -> None:
         self.manual = manual
 
-    def hear(self, frame: np.ndarray, out: OutputFacts) -> list[HearingEvent]:
-        """One chunk of microphone audio; the events it causes (often none). Never blocks on I/O."""
+    def hear(self, frame: np.ndarray, out: OutputFacts, now: float | None = None) -> list[HearingEvent]:
+        """One chunk of microphone audio, its last sample heard at ``now`` (default: this call);
+        the events it causes (often none). Never blocks on I/O."""
         audio = np.asarray(frame, dtype=np.float32).reshape(-1)
         if self.echo is not None:
             audio = self._cancel_echo(audio, out)
@@ -146,8 +151,18 @@ class Hearing:
             self._buffer(audio)
             return events
         self.endpointer.set_min_speech_ms(self._barge_in_min_ms if out.answering else self.vad.min_speech_ms)
+        self._fed += audio.shape[0]
+        self._fed_at = time.monotonic() if now is None else now
         events += self.endpointer.process(audio)
         return events
+
+    def wall_time(self, t: float) -> float:
+        """The ``time.monotonic()`` at which stream time ``t`` (a VAD event's ``t``) was heard:
+        the last chunk's arrival minus the audio that came after ``t`` in it. Arrival is the best
+        clock a frame has (a device or socket may have held it a little longer)."""
+        if self._fed == 0:  # nothing heard on this clock (an event scripted by a test)
+            return time.monotonic()
+        return self._fed_at - max(0.0, self._fed / SAMPLE_RATE - t)
 
     def _cancel_echo(self, audio: np.ndarray, out: OutputFacts) -> np.ndarray:
         assert self.echo is not None
@@ -199,9 +214,10 @@ class Hearing:
         self._buf_samples = 0
 
     def reset(self) -> None:
-        """Forget an utterance in progress (fresh VAD state)."""
+        """Forget an utterance in progress (fresh VAD state and stream clock)."""
         if self._endpointer is not None:
             self._endpointer.reset()
+        self._fed = 0
 
     def flush(self) -> list[HearingEvent]:
         """End of input: close an open utterance."""

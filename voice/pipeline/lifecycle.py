@@ -148,7 +148,7 @@ class TurnLifecycle:
             self._begin_user_turn()
         elif isinstance(event, SilenceStarted):
             if self._user_timer is not None:
-                self._user_timer.silence = now
+                self._user_timer.silence = self.hearing.wall_time(event.t)
             self._asr.silence(event.audio)
         elif isinstance(event, SpeechResumed):
             if self._user_timer is not None:
@@ -157,6 +157,8 @@ class TurnLifecycle:
         elif isinstance(event, SpeechEnded):
             if self._user_turn is None:  # e.g. an utterance cut short by muting
                 self._begin_user_turn()
+            if self._user_timer is not None:  # t: the last voiced frame's end (also on flush, max_length)
+                self._user_timer.silence = self.hearing.wall_time(event.t)
             self._end_user_turn(event.audio, now, event.start, event.t)
         elif isinstance(event, InputReset):  # hearing has reset itself
             self._reset_input(hearing=False)
