@@ -392,3 +392,18 @@ def test_hearing_wall_time_is_when_the_stream_time_was_heard(cfg) -> None:  # ty
     h.reset()  # a new stream clock
     h.hear(np.zeros(1600, np.float32), OutputFacts(), now=200.0)
     assert h.wall_time(0.05) == pytest.approx(199.95)
+
+
+def test_last_voiced_finds_where_the_voice_fell_before_the_vad_said_so() -> None:
+    from voice.pipeline.hearing import END_LOOKBACK_S, last_voiced
+
+    rng = np.random.default_rng(3)
+    voice = (0.2 * rng.standard_normal(SR)).astype(np.float32)  # 1 s of "speech"
+    audio = np.concatenate([voice, np.zeros(1600, np.float32)])  # then 0.1 s of silence
+    # the VAD's first silent frame starts at 1.05 s; the voice really ended at 1.0 s
+    assert last_voiced(audio, 1.05, audio_end=1.1) == pytest.approx(1.0, abs=1e-6)
+    # never earlier than the lookback, never later than the VAD's end
+    assert last_voiced(np.concatenate([voice, np.zeros(8000, np.float32)]), 1.4, audio_end=1.5) == \
+        pytest.approx(1.4 - END_LOOKBACK_S)
+    assert last_voiced(voice, 0.5, audio_end=1.0) == pytest.approx(0.5)
+    assert last_voiced(np.zeros(0, np.float32), 0.7, audio_end=0.7) == 0.7

@@ -79,6 +79,32 @@ class OutputFacts:
     sink_rate: int = SAMPLE_RATE
 
 
+#: How far before the VAD's speech end the last word may have ended (Silero's probability lags
+#: the voice: on Piper speech its first silent frame came ~50 ms after the energy fell).
+END_LOOKBACK_S = 0.128
+#: A 10 ms window is voiced when this loud relative to the utterance's loudest window.
+END_REL_DB = -30.0
+
+
+def last_voiced(audio: np.ndarray, t: float, *, audio_end: float) -> float:
+    """Where the voice ended, in stream time: the end of the last 10 ms window of ``audio`` (an
+    utterance whose last sample is at ``audio_end``) within :data:`END_LOOKBACK_S` before the
+    VAD's speech end ``t`` that is at most :data:`END_REL_DB` below its loudest window; ``t``
+    itself when there is no such audio."""
+    w = SAMPLE_RATE // 100
+    n = audio.shape[0] // w
+    if n == 0:
+        return t
+    x = np.asarray(audio[audio.shape[0] - n * w:], dtype=np.float64).reshape(n, w)
+    level = np.sqrt(np.mean(x * x, axis=1))
+    ends = audio_end - (n - 1 - np.arange(n)) * (w / SAMPLE_RATE)  # stream time each window ends
+    near = (ends <= t + 1e-9) & (ends > t - END_LOOKBACK_S)
+    if not near.any() or level.max() <= 0:
+        return t
+    loud = np.flatnonzero(near & (level >= level.max() * 10 ** (END_REL_DB / 20)))
+    return float(ends[loud[-1]]) if loud.size else t - END_LOOKBACK_S
+
+
 def to_rate(audio: np.ndarray, sr: int, to_sr: int) -> np.ndarray:
     """``audio`` as float32 mono at ``to_sr`` (the one converter between pipeline edges)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
