@@ -10,11 +10,12 @@ Memory is cleared before every turn so all prompts are alike.
 
     .venv/bin/python scripts/bench_pipeline.py [--turns 6] [--no-retrieval] [--out FILE]
 
-``voice_to_voice`` is measured from the VAD's end of speech (after the silence hang-over,
-vad.min_silence_ms) to the first sample played; ``from_silence`` from the moment the user
-fell silent (includes the hang-over). ``overhead_ratio`` = voice_to_voice p50 / (ASR + LLM
-first piece + TTS first chunk) p50; early transcription during the hang-over can push it
-below 1.
+The headline is ``from_silence``: from the user's last voiced frame as heard (the
+endpointer's speech end, before the hang-over) to the answer's first sound played (its first
+sample at -40 dBFS), what a person feels. ``voice_to_voice`` (secondary) runs from the VAD's
+decision, vad.min_silence_ms later, to the same sample. ``overhead_ratio`` = voice_to_voice
+p50 / (ASR + LLM first piece + TTS first chunk) p50; early transcription during the hang-over
+can push it below 1.
 """
 
 from __future__ import annotations
@@ -169,8 +170,12 @@ async def main() -> int:
                   "vad_hangover_ms": cfg.vad.min_silence_ms, "early_transcribe": cfg.pipeline.early_transcribe},
         "turns": len(questions),
         "turns_answered": len(done),
-        "voice_to_voice_s": stats(v2v),
         "from_silence_s": stats(from_sil),
+        "voice_to_voice_s": stats(v2v),
+        "definitions": {
+            "from_silence_s": "last voiced frame heard (before the VAD hang-over) -> first sound played",
+            "voice_to_voice_s": "VAD decision (vad_hangover_ms after the last voiced frame) -> first sound played",
+        },
         "pipeline_stages_s": {
             "transcript": stats([m.transcript_s for m in done if m.transcript_s is not None]),
             "first_token": stats([m.first_token_s for m in done if m.first_token_s is not None]),
@@ -180,7 +185,9 @@ async def main() -> int:
                          "llm_first_piece": stats(piece_s), "tts_first_chunk": stats(tts_s),
                          "sum": stats(stage_sum)},
         "overhead_ratio": ratio,
-        "goals": {"overhead_ratio_le_1.10": ratio is not None and ratio <= 1.10,
+        "goals": {"from_silence_p50_le_1.0s": (fs50 := pct(from_sil, 50)) is not None and fs50 <= 1.0,
+                  "from_silence_p95_le_1.5s": (fs95 := pct(from_sil, 95)) is not None and fs95 <= 1.5,
+                  "overhead_ratio_le_1.10": ratio is not None and ratio <= 1.10,
                   "voice_to_voice_p50_le_1.2s": v2v50 is not None and v2v50 <= 1.2},
         "load_s": round(load_s, 2),
         "heard": heard,

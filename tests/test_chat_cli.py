@@ -79,11 +79,50 @@ def test_chat_input_output_answers_with_fact(tmp_path: Path, chat_env: dict[str,
               env=chat_env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "you:" in r.stdout and "assistant:" in r.stdout
-    assert "voice-to-voice" in r.stdout  # the latency summary at exit
+    assert "from silence" in r.stdout and "VAD decision" in r.stdout  # the latency summary at exit
     audio = load_audio(out, 16000)
     assert audio.shape[0] > 16000  # at least a second of answer
     heard = tiny_transcriber.transcribe_sync(audio).text.lower()
     assert FACT in heard, (heard, r.stdout)
+
+
+def _voiced(x: np.ndarray, sr: int, rms: float = 0.01, win_s: float = 0.01) -> np.ndarray:
+    """Start times (s) of the 10 ms windows of ``x`` louder than ``rms`` (a plain energy gate)."""
+    w = int(sr * win_s)
+    n = x.shape[0] // w
+    level = np.sqrt(np.mean(x[: n * w].reshape(n, w).astype(np.float64) ** 2, axis=1))
+    return np.nonzero(level > rms)[0] * win_s
+
+
+@pytest.mark.slow
+def test_chat_record_gap_is_from_silence(tmp_path: Path, chat_env: dict[str, str], kb_dir: Path,
+                                         question_wav: Path) -> None:
+    """--record: a stereo file on one clock; last voiced frame on the left -> first sound on
+    the right, measured from the file, is the from_silence the chat reports (within 60 ms)."""
+    import json
+
+    import soundfile as sf
+
+    rec, out, mj = tmp_path / "session.wav", tmp_path / "a.wav", tmp_path / "m.json"
+    r = voice("chat", "--input", str(question_wav), "--output", str(out), "--record", str(rec),
+              "--kb", str(kb_dir), "--metrics-json", str(mj), env=chat_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "from silence" in r.stdout and "session recorded to" in r.stdout
+    data, sr = sf.read(rec, dtype="float32")
+    assert data.ndim == 2 and data.shape[1] == 2 and sr == 16000
+    left, right = _voiced(data[:, 0], sr), _voiced(data[:, 1], sr)
+    assert left.size and right.size, "both channels carry sound"
+    last_word = left[-1] + 0.01
+    assert right[0] > last_word  # one turn: the answer starts after the question
+    reported = json.loads(mj.read_text())["from_silence_s"]
+    assert reported["n"] == 1
+    gap = right[0] - last_word
+    print(f"record gap {gap:.3f} s, reported from_silence {reported['p50']:.3f} s, "
+          f"diff {gap - reported['p50']:+.3f} s")
+    assert abs(gap - reported["p50"]) <= 0.060, (gap, reported)
+    # the question sounds on the left as it was fed: as long as the file's speech
+    q = _voiced(load_audio(question_wav, 16000), 16000)
+    assert abs((left[-1] - left[0]) - (q[-1] - q[0])) < 0.1
 
 
 @pytest.mark.slow
@@ -104,6 +143,9 @@ def test_chat_text_mode_to_file(tmp_path: Path, chat_env: dict[str, str], kb_dir
     (["--text", "--output", "/nonexistent/dir/a.wav"], "does not exist"),
     (["--text", "--kb", "/nonexistent/kb", "--output", "/tmp/x.wav"], "no such knowledge base"),
     (["--fast"], "only applies to --input"),
+    (["--text", "--record", "/tmp/r.flac"], "use a .wav file name"),
+    (["--text", "--record", "/nonexistent/dir/r.wav"], "does not exist"),
+    (["--input", "/etc/hostname", "--fast", "--record", "/tmp/r.wav"], "needs real time"),
 ])
 def test_chat_bad_flags_one_line_error(args: list[str], needle: str, chat_env: dict[str, str]) -> None:
     r = voice("chat", *args, env=chat_env, timeout=120, stdin="")

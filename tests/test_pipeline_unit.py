@@ -91,10 +91,12 @@ def test_metrics_relative_to_end_of_speech() -> None:
     s = MetricsSummary()
     for v in (0.5, 1.0, 2.0):
         s.add(ev.TurnMetrics(turn_id=1, transcript_s=None, first_token_s=None, first_audio_s=None,
-                             voice_to_voice_s=v, total_s=None))
+                             voice_to_voice_s=v, total_s=None, from_silence_s=v + 0.5))
     summ = s.summary()
     assert summ["voice_to_voice_s"] == {"p50": 1.0, "p95": 1.9, "n": 3}
-    assert "voice-to-voice" in s.format()
+    lines = [line.strip() for line in s.format().splitlines()[1:]]
+    assert lines[0].startswith("from silence") and "p50 1.500 s" in lines[0]  # the headline first
+    assert lines[1].startswith("VAD decision") and "p50 1.000 s" in lines[1]
     assert percentile([], 50) is None
 
 
@@ -396,3 +398,14 @@ def test_chunker_first_piece_at_word_boundary_after_first_words() -> None:
         c = SpeechChunker(ChunkerConfig(first_words=words))
         got = c.feed("The lighthouse on Kestrel Point was painted bright purp")
         assert got == ([first] if words else [])
+
+
+def test_per_turn_line_leads_with_from_silence() -> None:
+    from voice.terminal import format_latency
+
+    m = ev.TurnMetrics(turn_id=1, transcript_s=0.0, first_token_s=0.3, first_audio_s=0.5,
+                       voice_to_voice_s=0.55, total_s=2.0, from_silence_s=1.17)
+    assert format_latency(m).startswith("from silence 1.17s · after VAD 0.55s")
+    typed = ev.TurnMetrics(turn_id=2, transcript_s=None, first_token_s=0.3, first_audio_s=0.5,
+                           voice_to_voice_s=0.55, total_s=2.0, source="text")
+    assert format_latency(typed).startswith("text-to-voice 0.55s")

@@ -78,6 +78,9 @@ async def test_openai_sdk_spoken_turn(voice_server: RunningServer, speech_clips)
     assert got["transcript"].strip()
     assert len(got["audio"]) > 24000 * 2 * 0.5  # at least half a second of 24 kHz PCM16
     assert np.abs(np.frombuffer(got["audio"], "<i2")).max() > 1000  # not silence
+    # the headline figure of a spoken turn is in the /metrics histograms
+    status, _, body = await asyncio.to_thread(http_get, voice_server.port, "/metrics")
+    assert status == 200 and 'voice_turn_latency_seconds_count{stage="from_silence"}' in body, body
 
 
 async def test_binary_subprotocol_text_turn(voice_server: RunningServer) -> None:

@@ -342,3 +342,45 @@ async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # t
     assert next(m for m in ws.sent if m["type"] == "error")["error"]["code"] == "response_cancel_not_active"
     ws.inbox.put_nowait(None)
     await asyncio.wait_for(run, 10)
+
+
+def test_hearing_wall_time_is_when_the_stream_time_was_heard(cfg) -> None:  # type: ignore[no-untyped-def]
+    class Endpointer:
+        def process(self, chunk: np.ndarray) -> list[Any]:
+            return []
+
+        def flush(self) -> list[Any]:
+            return []
+
+        def reset(self) -> None:
+            pass
+
+        def set_min_speech_ms(self, ms: float) -> None:
+            pass
+
+    h = Hearing(cfg.pipeline, cfg.vad, endpointer=Endpointer())  # type: ignore[arg-type]
+    before = h.wall_time(0.5)  # nothing heard yet (a scripted event): now
+    assert abs(before - __import__("time").monotonic()) < 0.05
+    for k in range(10):  # 10 chunks of 0.1 s, the k-th arriving at 100.0 + 0.1 k + 0.1
+        h.hear(np.zeros(1600, np.float32), OutputFacts(), now=100.1 + 0.1 * k)
+    # stream time 0.72 s was heard 0.28 s before the last chunk (ending at 1.0 s) arrived at 101.0
+    assert h.wall_time(0.72) == pytest.approx(101.0 - 0.28)
+    assert h.wall_time(5.0) == pytest.approx(101.0)  # never later than what was heard
+    h.reset()  # a new stream clock
+    h.hear(np.zeros(1600, np.float32), OutputFacts(), now=200.0)
+    assert h.wall_time(0.05) == pytest.approx(199.95)
+
+
+def test_last_voiced_finds_where_the_voice_fell_before_the_vad_said_so() -> None:
+    from voice.pipeline.hearing import END_LOOKBACK_S, last_voiced
+
+    rng = np.random.default_rng(3)
+    voice = (0.2 * rng.standard_normal(SR)).astype(np.float32)  # 1 s of "speech"
+    audio = np.concatenate([voice, np.zeros(1600, np.float32)])  # then 0.1 s of silence
+    # the VAD's first silent frame starts at 1.05 s; the voice really ended at 1.0 s
+    assert last_voiced(audio, 1.05, audio_end=1.1) == pytest.approx(1.0, abs=1e-6)
+    # never earlier than the lookback, never later than the VAD's end
+    assert last_voiced(np.concatenate([voice, np.zeros(8000, np.float32)]), 1.4, audio_end=1.5) == \
+        pytest.approx(1.4 - END_LOOKBACK_S)
+    assert last_voiced(voice, 0.5, audio_end=1.0) == pytest.approx(0.5)
+    assert last_voiced(np.zeros(0, np.float32), 0.7, audio_end=0.7) == 0.7

@@ -128,9 +128,9 @@ def format_latency(m: ev.TurnMetrics) -> str:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}s"
 
-    bits = [f"voice-to-voice {f(m.voice_to_voice_s)}" if m.source == "speech"
-            else f"text-to-voice {f(m.voice_to_voice_s)}",
-            f"transcript {f(m.transcript_s)}", f"first token {f(m.first_token_s)}",
+    head = ([f"from silence {f(m.from_silence_s)}", f"after VAD {f(m.voice_to_voice_s)}"]
+            if m.source == "speech" else [f"text-to-voice {f(m.voice_to_voice_s)}"])
+    bits = [*head, f"transcript {f(m.transcript_s)}", f"first token {f(m.first_token_s)}",
             f"first audio {f(m.first_audio_s)}", f"total {f(m.total_s)}"]
     if m.cancelled:
         bits.append("cancelled")

@@ -8,12 +8,19 @@ import contextlib
 import json
 import signal
 import sys
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voice.commands import Subparsers, apply_flags
 from voice.config import Config
 from voice.errors import DeviceError, InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from voice.pipeline.record import Recorder
 
 NO_MIC = (
     "{reason}; without audio devices use --text (type instead of talk), "
@@ -33,6 +40,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--text", action="store_true", help="type instead of talk (one line per turn)")
     p.add_argument("--input", metavar="FILE", help="a conversation from an audio file (turns separated by silence)")
     p.add_argument("--output", metavar="FILE", help="write the assistant's audio to FILE (.wav/.flac) instead of playing it")
+    p.add_argument("--record", metavar="FILE",
+                   help="record the session as a stereo WAV on one clock: left what was heard, right what was played")
     p.add_argument("--fast", action="store_true", help="with --input: feed the file as fast as it is processed")
     p.add_argument("--kb", metavar="DIR", help="knowledge base folder (default: from config)")
     p.add_argument("--no-retrieval", action="store_true", help="do not search the knowledge base")
@@ -71,6 +80,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise InputError(f"--output {args.output}: use a .wav or .flac file name")
         if not out.parent.is_dir():
             raise InputError(f"--output {args.output}: folder {out.parent} does not exist")
+    if args.record:
+        rec = Path(args.record).expanduser()
+        if rec.suffix.lower() != ".wav":
+            raise InputError(f"--record {args.record}: use a .wav file name")
+        if not rec.parent.is_dir():
+            raise InputError(f"--record {args.record}: folder {rec.parent} does not exist")
+        if args.fast:
+            raise InputError("--record needs real time: drop --fast")
+        args.record = str(rec)
     if not args.text and not args.input:
         _check_device(cfg.audio.input_device, "input", NO_MIC)
     if cfg.pipeline.speak and not args.output:
@@ -92,6 +110,7 @@ def _check_device(spec: Any, kind: str, message: str) -> None:
 async def _chat(args: argparse.Namespace, cfg: Config) -> int:
     from voice.pipeline.conversation import Conversation
     from voice.pipeline.io import FileSink, file_frames
+    from voice.pipeline.record import Recorder, RecordingSink
     from voice.pipeline.stack import build_stack, open_kb
     from voice.terminal import ChatView, KeyReader, make_console
 
@@ -104,12 +123,15 @@ async def _chat(args: argparse.Namespace, cfg: Config) -> int:
     sink_cm: Any = contextlib.nullcontext()
     if stack.tts is not None:
         if args.output:
-            sink = FileSink(args.output, stack.tts.sample_rate)
+            # recorded: the file "plays" at wall-clock speed, as a device would
+            sink = FileSink(args.output, stack.tts.sample_rate, realtime=bool(args.record))
         else:
             from voice.audio.io import Speaker
 
             sink = Speaker(cfg.audio.output_device, sample_rate=stack.tts.sample_rate)
             sink_cm = sink
+    recorder = Recorder(args.record) if args.record else None
+    out_sink: Any = sink if sink is None or recorder is None else RecordingSink(sink, recorder)
     echo = None
     if cfg.pipeline.echo_cancel and not args.text and not args.input:
         from voice.pipeline.echo import EchoCanceller
@@ -125,30 +147,43 @@ async def _chat(args: argparse.Namespace, cfg: Config) -> int:
     try:
         async with sink_cm:
             conv = Conversation(cfg, transcriber=stack.transcriber, chain=stack.chain, tts=stack.tts,
-                                sink=sink, voice=cfg.tts.voice, echo=echo)
+                                sink=out_sink, voice=cfg.tts.voice, echo=echo)
             conv.add_listener(view)
             if args.text:
                 await _text_loop(conv, console, stop)
             elif args.input:
-                await _until_stopped(conv.run(file_frames(args.input, realtime=not args.fast),
-                                              hold_while_busy=True), stop)
+                frames = _recorded(file_frames(args.input, realtime=not args.fast), recorder)
+                await _until_stopped(conv.run(frames, hold_while_busy=True), stop)
             else:
-                await _mic_loop(conv, cfg, view, console, stop, live_screen, KeyReader)
+                await _mic_loop(conv, cfg, view, console, stop, live_screen, KeyReader, recorder)
             await conv.aclose()
     finally:
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
         if isinstance(sink, FileSink):
             sink.close()
+        if recorder is not None:
+            await asyncio.to_thread(recorder.close)
         await stack.aclose()
     summary = conv.metrics.summary()
     console.print(conv.metrics.format(), markup=False, highlight=False)
     if args.output and isinstance(sink, FileSink):
         console.print(f"answers written to {args.output} ({sink.written_samples / sink.sample_rate:.1f} s)",
                       markup=False)
+    if recorder is not None:
+        console.print(f"session recorded to {args.record} ({recorder.samples / recorder.rate:.1f} s, "
+                      "left heard, right played)", markup=False)
     if args.metrics_json:
         await asyncio.to_thread(Path(args.metrics_json).write_text, json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+async def _recorded(frames: AsyncIterator[np.ndarray], recorder: Recorder | None) -> AsyncIterator[np.ndarray]:
+    """``frames``, each put on the recording's left channel as it reaches the pipeline."""
+    async for frame in frames:
+        if recorder is not None:
+            recorder.left(frame, time.monotonic())
+        yield frame
 
 
 async def _until_stopped(coro: Any, stop: asyncio.Event) -> None:
@@ -181,7 +216,7 @@ async def _text_loop(conv: Any, console: Any, stop: asyncio.Event) -> None:
 
 
 async def _mic_loop(conv: Any, cfg: Config, view: Any, console: Any, stop: asyncio.Event,
-                    live_screen: bool, key_reader: Any) -> None:
+                    live_screen: bool, key_reader: Any, recorder: Recorder | None = None) -> None:
     from rich.live import Live
 
     from voice.audio.io import Microphone
@@ -221,8 +256,8 @@ async def _mic_loop(conv: Any, cfg: Config, view: Any, console: Any, stop: async
             with key_reader(on_key).attached():
                 if live_screen:
                     with Live(view.render(), console=console, refresh_per_second=12, transient=False) as live:
-                        await _until_stopped(conv.run(mic), stop)
+                        await _until_stopped(conv.run(_recorded(mic, recorder)), stop)
                 else:
-                    await _until_stopped(conv.run(mic), stop)
+                    await _until_stopped(conv.run(_recorded(mic, recorder)), stop)
     except DeviceError as err:
         raise DeviceError(NO_MIC.format(reason=_reason(err))) from None

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 END_TOLERANCE_S = 0.02
 #: Give up waiting for a sink whose played counter stops moving.
 STALL_S = 2.0
+#: The first sound of an answer is its first sample this loud (-40 dBFS): TTS voices start
+#: with tens of ms of near-silence (Piper about 45 ms), which nobody hears as an answer.
+FIRST_SOUND_LEVEL = 0.01
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Answer:
         self.token = CancelToken()
         #: Where this answer's output ends in the sink's counter (what a next answer starts from).
         self.out_end = start
+        self._lead = 0  # near-silent samples before the first sound (in the first chunk)
         self._emit = emit
         self._far = far
         self._parts: list[str] = []
@@ -220,6 +224,8 @@ class Answer:
             if audio.size == 0:
                 continue
             if not self.ledger.written:
+                loud = np.flatnonzero(np.abs(audio) >= FIRST_SOUND_LEVEL)
+                self._lead = int(loud[0]) if loud.size else 0
                 mark_turn = getattr(sink, "mark_turn", None)
                 if mark_turn is not None:
                     mark_turn()
@@ -238,11 +244,12 @@ class Answer:
             self._emit(ev.AudioOut(turn_id=tid, audio=audio, sample_rate=sink.sample_rate, text=text))
 
     async def _watch_first_sample(self) -> None:
-        """PlaybackStarted as soon as the sink has played this answer's first sample."""
+        """PlaybackStarted as soon as the sink has played this answer's first sound (its first
+        sample at :data:`FIRST_SOUND_LEVEL`)."""
         await self._written.wait()
         assert self.sink is not None
         while self._live:
-            if self.ledger.started(self.sink.played_samples):
+            if self.ledger.played(self.sink.played_samples) > self._lead:  # the first sound is out
                 self._played_first()
                 return
             await asyncio.sleep(0.005)

@@ -121,7 +121,12 @@ class TurnCancelled(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TurnMetrics(Event):
-    """Latencies in seconds from the end of the user's turn (None = did not happen)."""
+    """Latencies of one turn in seconds (None = did not happen). The headline is
+    ``from_silence_s``: the user's last voiced frame (before the VAD's hang-over) -> the first
+    answer sample reaching the device or the socket (None for typed turns and push-to-talk). The
+    others run from the end of the user's turn (the VAD's decision, ``vad.min_silence_ms`` after
+    the last voiced frame, or a typed line submitted); ``voice_to_voice_s`` is that decision ->
+    the first sample, the secondary figure."""
 
     transcript_s: float | None
     first_token_s: float | None
@@ -129,7 +134,7 @@ class TurnMetrics(Event):
     voice_to_voice_s: float | None
     total_s: float | None
     source: Literal["speech", "text"] = "speech"
-    #: Speech end as heard (start of the silence hang-over) -> first sample played.
+    #: The last voiced frame as heard (before the hang-over) -> first sample played.
     from_silence_s: float | None = None
     #: Stage durations measured inside this turn.
     asr_s: float | None = None

@@ -16,6 +16,7 @@ Cheaper than a thread hand-off per frame; past that many sessions, run it in a t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -78,6 +79,32 @@ class OutputFacts:
     sink_rate: int = SAMPLE_RATE
 
 
+#: How far before the VAD's speech end the last word may have ended (Silero's probability lags
+#: the voice: on Piper speech its first silent frame came ~50 ms after the energy fell).
+END_LOOKBACK_S = 0.128
+#: A 10 ms window is voiced when this loud relative to the utterance's loudest window.
+END_REL_DB = -30.0
+
+
+def last_voiced(audio: np.ndarray, t: float, *, audio_end: float) -> float:
+    """Where the voice ended, in stream time: the end of the last 10 ms window of ``audio`` (an
+    utterance whose last sample is at ``audio_end``) within :data:`END_LOOKBACK_S` before the
+    VAD's speech end ``t`` that is at most :data:`END_REL_DB` below its loudest window; ``t``
+    itself when there is no such audio."""
+    w = SAMPLE_RATE // 100
+    n = audio.shape[0] // w
+    if n == 0:
+        return t
+    x = np.asarray(audio[audio.shape[0] - n * w:], dtype=np.float64).reshape(n, w)
+    level = np.sqrt(np.mean(x * x, axis=1))
+    ends = audio_end - (n - 1 - np.arange(n)) * (w / SAMPLE_RATE)  # stream time each window ends
+    near = (ends <= t + 1e-9) & (ends > t - END_LOOKBACK_S)
+    if not near.any() or level.max() <= 0:
+        return t
+    loud = np.flatnonzero(near & (level >= level.max() * 10 ** (END_REL_DB / 20)))
+    return float(ends[loud[-1]]) if loud.size else t - END_LOOKBACK_S
+
+
 def to_rate(audio: np.ndarray, sr: int, to_sr: int) -> np.ndarray:
     """``audio`` as float32 mono at ``to_sr`` (the one converter between pipeline edges)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -111,6 +138,8 @@ class Hearing:
         self._echo_pos = 0
         self._buf: list[np.ndarray] = []
         self._buf_samples = 0
+        self._fed = 0  # samples given to the endpointer since its clock started (its stream time)
+        self._fed_at = 0.0  # time.monotonic() when the last of them arrived
 
     @property
     def endpointer(self) -> VadEndpointer:
@@ -123,14 +152,16 @@ class Hearing:
     def set_endpointer(self, endpointer: VadEndpointer | None, vad: VadConfig | None = None) -> None:
         """Use ``endpointer`` (None: a new one made from ``vad`` on first use) from the next frame."""
         self._endpointer = endpointer
+        self._fed = 0
         if vad is not None:
             self.vad = vad
 
     def set_manual(self, manual: bool) -> None:
         self.manual = manual
 
-    def hear(self, frame: np.ndarray, out: OutputFacts) -> list[HearingEvent]:
-        """One chunk of microphone audio; the events it causes (often none). Never blocks on I/O."""
+    def hear(self, frame: np.ndarray, out: OutputFacts, now: float | None = None) -> list[HearingEvent]:
+        """One chunk of microphone audio, its last sample heard at ``now`` (default: this call);
+        the events it causes (often none). Never blocks on I/O."""
         audio = np.asarray(frame, dtype=np.float32).reshape(-1)
         if self.echo is not None:
             audio = self._cancel_echo(audio, out)
@@ -146,8 +177,18 @@ class Hearing:
             self._buffer(audio)
             return events
         self.endpointer.set_min_speech_ms(self._barge_in_min_ms if out.answering else self.vad.min_speech_ms)
+        self._fed += audio.shape[0]
+        self._fed_at = time.monotonic() if now is None else now
         events += self.endpointer.process(audio)
         return events
+
+    def wall_time(self, t: float) -> float:
+        """The ``time.monotonic()`` at which stream time ``t`` (a VAD event's ``t``) was heard:
+        the last chunk's arrival minus the audio that came after ``t`` in it. Arrival is the best
+        clock a frame has (a device or socket may have held it a little longer)."""
+        if self._fed == 0:  # nothing heard on this clock (an event scripted by a test)
+            return time.monotonic()
+        return self._fed_at - max(0.0, self._fed / SAMPLE_RATE - t)
 
     def _cancel_echo(self, audio: np.ndarray, out: OutputFacts) -> np.ndarray:
         assert self.echo is not None
@@ -199,9 +240,10 @@ class Hearing:
         self._buf_samples = 0
 
     def reset(self) -> None:
-        """Forget an utterance in progress (fresh VAD state)."""
+        """Forget an utterance in progress (fresh VAD state and stream clock)."""
         if self._endpointer is not None:
             self._endpointer.reset()
+        self._fed = 0
 
     def flush(self) -> list[HearingEvent]:
         """End of input: close an open utterance."""

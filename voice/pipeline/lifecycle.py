@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voice.audio.pcm import SAMPLE_RATE
-from voice.audio.vad import SilenceStarted, SpeechEnded, SpeechResumed, SpeechStarted
+from voice.audio.vad import FRAME_SAMPLES, SilenceStarted, SpeechEnded, SpeechResumed, SpeechStarted
 from voice.pipeline import events as ev
 from voice.pipeline.answer import Answer, AnswerResult
-from voice.pipeline.hearing import Hearing, HearingEvent, InputReset
+from voice.pipeline.hearing import Hearing, HearingEvent, InputReset, last_voiced
 from voice.pipeline.io import AudioSink
 from voice.pipeline.metrics import MetricsSummary, TurnTimer
 from voice.pipeline.transcription import Timed, Transcription
@@ -147,8 +147,9 @@ class TurnLifecycle:
         if isinstance(event, SpeechStarted):
             self._begin_user_turn()
         elif isinstance(event, SilenceStarted):
-            if self._user_timer is not None:
-                self._user_timer.silence = now
+            if self._user_timer is not None:  # the audio ends with the first silent frame
+                end = last_voiced(event.audio, event.t, audio_end=event.t + FRAME_SAMPLES / SAMPLE_RATE)
+                self._user_timer.silence = self.hearing.wall_time(end)
             self._asr.silence(event.audio)
         elif isinstance(event, SpeechResumed):
             if self._user_timer is not None:
@@ -157,6 +158,8 @@ class TurnLifecycle:
         elif isinstance(event, SpeechEnded):
             if self._user_turn is None:  # e.g. an utterance cut short by muting
                 self._begin_user_turn()
+            if self._user_timer is not None and self._user_timer.silence is None:  # flush, max_length
+                self._user_timer.silence = self.hearing.wall_time(event.t)
             self._end_user_turn(event.audio, now, event.start, event.t)
         elif isinstance(event, InputReset):  # hearing has reset itself
             self._reset_input(hearing=False)

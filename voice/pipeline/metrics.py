@@ -13,12 +13,12 @@ from voice.pipeline.events import TurnMetrics
 log = logging.getLogger(__name__)
 
 FIELDS = (
+    "from_silence_s",
     "transcript_s",
     "first_token_s",
     "first_audio_s",
     "voice_to_voice_s",
     "total_s",
-    "from_silence_s",
     "asr_s",
     "llm_first_token_s",
     "tts_first_chunk_s",
@@ -27,8 +27,9 @@ FIELDS = (
 
 @dataclass
 class TurnTimer:
-    """Marks for one turn. ``end`` is when the user's turn ended (VAD end of speech, or a typed
-    line submitted); ``silence`` is when the user actually fell silent (start of the hang-over)."""
+    """Marks for one turn. ``end`` is when the user's turn ended (the VAD's decision after its
+    hang-over, or a typed line submitted); ``silence`` is when the user's last voiced frame was
+    heard (:meth:`voice.pipeline.hearing.Hearing.wall_time` of the endpointer's speech end)."""
 
     turn_id: int
     end: float
@@ -119,10 +120,11 @@ class MetricsSummary:
         s = self.summary()
         lines = [f"{s['turns']} turns ({s['cancelled']} cancelled)"]
         labels = {
+            "from_silence_s": "from silence (last word -> first sample)",
             "transcript_s": "end of speech -> transcript",
             "first_token_s": "end of speech -> first LLM token",
             "first_audio_s": "end of speech -> first TTS audio",
-            "voice_to_voice_s": "voice-to-voice (first sample played)",
+            "voice_to_voice_s": "VAD decision -> first sample played",
             "total_s": "end of speech -> answer played",
         }
         for key, label in labels.items():

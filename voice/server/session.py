@@ -302,7 +302,7 @@ class RealtimeSession:
                 m[k[:-2] + "_ms"] = None if v is None else round(float(v) * 1000, 1)
             else:
                 m[k] = v
-        for stage in ("voice_to_voice_s", "transcript_s", "first_token_s", "first_audio_s", "total_s"):
+        for stage in ("from_silence_s", "voice_to_voice_s", "transcript_s", "first_token_s", "first_audio_s", "total_s"):
             self.metrics.observe(stage[:-2], getattr(e, stage))
         if rid is not None:
             self._send_all(proto.on_metrics(rid, m, reply.sources))
