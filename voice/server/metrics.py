@@ -81,7 +81,7 @@ class ServerMetrics:
         metric("http_requests_total", "counter", "OpenAI audio API requests, by route and status (0 = none sent).")
         for (path, sent), n in sorted(self.http_requests.items()):
             lines.append(f'voice_http_requests_total{{route="{path}",status="{sent}"}} {n}')
-        metric("turn_latency_seconds", "histogram", "Per-turn latency from the end of user speech, by stage.")
+        metric("turn_latency_seconds", "histogram", "Per-turn latency by stage; from_silence runs from the last voiced frame of the user to the first answer sound.")
         for stage, h in sorted(self.latency.items()):
             for bound, count in zip(BUCKETS, h.counts, strict=True):
                 lines.append(f'voice_turn_latency_seconds_bucket{{stage="{stage}",le="{bound}"}} {count}')
