@@ -80,7 +80,11 @@ def search_knowledge_tool(kb: Any, top_k: int | None = None) -> Tool:
             return "No query given."
         passages = await asyncio.to_thread(kb.search, query, top_k)
         tool.found.extend(passages)
-        return format_context(passages) if passages else "Nothing relevant found in the documents."
+        if not passages:
+            return "Nothing relevant found in the documents."
+        # A bare "[file > heading]" first line read to Qwen 0.5B as the start of another tool
+        # call; a sentence first makes it a search result to answer from.
+        return f"Found in the user's documents:\n\n{format_context(passages)}"
 
     tool.run = run
     return tool
