@@ -345,20 +345,7 @@ async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # t
 
 
 def test_hearing_wall_time_is_when_the_stream_time_was_heard(cfg) -> None:  # type: ignore[no-untyped-def]
-    class Endpointer:
-        def process(self, chunk: np.ndarray) -> list[Any]:
-            return []
-
-        def flush(self) -> list[Any]:
-            return []
-
-        def reset(self) -> None:
-            pass
-
-        def set_min_speech_ms(self, ms: float) -> None:
-            pass
-
-    h = Hearing(cfg.pipeline, cfg.vad, endpointer=Endpointer())  # type: ignore[arg-type]
+    h = Hearing(cfg.pipeline, cfg.vad, endpointer=QuietEndpointer())  # type: ignore[arg-type]
     before = h.wall_time(0.5)  # nothing heard yet (a scripted event): now
     assert abs(before - __import__("time").monotonic()) < 0.05
     for k in range(10):  # 10 chunks of 0.1 s, the k-th arriving at 100.0 + 0.1 k + 0.1
