@@ -427,8 +427,10 @@ def test_translation_and_languages_with_a_multilingual_model(voice_server: Runni
         with german.open("rb") as fh:
             v = c.audio.translations.create(model="whisper-1", file=fh, response_format="verbose_json")
         assert v.language == "german" and v.task == "translate"  # type: ignore[attr-defined]
-        words = v.text.lower()
-        assert "berlin" in words and any(w in words for w in ("morning", "weather", "park")), v.text
+        # Whisper-base's translation of espeak's German differs between CPUs (CI's heard "the day of
+        # the day" where this machine hears "the first day in Berlin"): assert English, not wording
+        words = set(v.text.lower().replace(",", " ").replace(".", " ").split())
+        assert "morning" in words and not words & {"morgen", "heute", "ist", "das", "und"}, v.text
         with german.open("rb") as fh:
             de = c.audio.transcriptions.create(model="whisper-1", file=fh, language="de")
         assert "morgen" in de.text.lower(), de.text
