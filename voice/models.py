@@ -7,6 +7,9 @@ Entries live in ``models/*.toml`` (one file per kind of model). Each entry has `
   Python package (found without importing it);
 - ``{type = "assemble", files = [{name = "model.bin", parts = [{module, path}, ...]}, ...]}``:
   several package files concatenated once into the cache, checked against ``sha256``;
+- ``{type = "requantize", model = "base-name", file = "out.gguf", types = {Q5_0 = "Q4_0"}}``: the
+  GGUF of another registry model with tensors of those types requantized once into the cache
+  (:mod:`voice.requant`: types llama.cpp has fast CPU kernels for);
 - ``{type = "hub", repo = "org/name", file = "optional.gguf"}``: a Hugging Face hub id, used
   from the local hub cache, and downloaded only when ``general.allow_download`` is on.
 
@@ -65,6 +68,9 @@ class Source:
     repo: str | None = None
     file: str | None = None
     files: tuple[AssembledFile, ...] = ()
+    #: requantize: the registry model it is made from, and tensor type -> new type.
+    model: str | None = None
+    types: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         if self.type == "path":
@@ -74,6 +80,8 @@ class Source:
         if self.type == "assemble":
             mods = sorted({p.module for f in self.files for p in f.parts})
             return f"assembled from {', '.join(mods)}"
+        if self.type == "requantize":
+            return f"requantized from {self.model} ({', '.join(f'{a} to {b}' for a, b in self.types)})"
         return f"hub {self.repo}" + (f" ({self.file})" if self.file else "")
 
 
@@ -155,8 +163,11 @@ def _name_index(entries: dict[str, ModelEntry]) -> dict[str, str]:
 
 def _parse_source(raw: dict[str, Any], where: str) -> Source:
     kind = raw.get("type")
-    if kind not in {"path", "package", "assemble", "hub"}:
-        raise ConfigError(f"{where}: source type {kind!r} is not path, package, assemble or hub")
+    if kind not in {"path", "package", "assemble", "requantize", "hub"}:
+        raise ConfigError(f"{where}: source type {kind!r} is not path, package, assemble, requantize or hub")
+    types = raw.get("types", {})
+    if kind == "requantize" and not (raw.get("model") and raw.get("file") and isinstance(types, dict) and types):
+        raise ConfigError(f"{where}: a requantize source needs model, file and types (e.g. {{Q5_0 = \"Q4_0\"}})")
     try:
         files = tuple(
             AssembledFile(
@@ -175,6 +186,8 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
         repo=raw.get("repo"),
         file=raw.get("file"),
         files=files,
+        model=raw.get("model"),
+        types=tuple((str(a), str(b)) for a, b in types.items()) if isinstance(types, dict) else (),
     )
 
 
@@ -290,6 +303,8 @@ class Registry:
                     size = sum(
                         _size(p) for f in src.files for p in self._part_paths(f) if p is not None
                     )
+                elif src.type == "requantize" and not path.exists():
+                    note, size = f"requantized from {src.model} into the cache on first use", None
                 else:
                     size = _size(path) if path.exists() else None
                 return Availability(entry, True, src.describe(), path, size, note)
@@ -327,9 +342,33 @@ class Registry:
                 return target if entry.layout == "dir" else target / src.files[0].name
             self._assemble(entry, src, target, progress=progress)
             return target if entry.layout == "dir" else target / src.files[0].name
+        if src.type == "requantize":
+            return self._requantized(entry, src, progress=progress, materialize=materialize)
         if src.type == "hub":
             return self._hub(src, download=materialize and self.allow_download)
         return None
+
+    def _requantized(self, entry: ModelEntry, src: Source, *, progress: bool, materialize: bool) -> Path | None:
+        """The derived GGUF in the cache, made from its base model once (locked, atomic)."""
+        target = self._assembled_dir(entry) / (src.file or "model.gguf")
+        if target.exists():
+            return target
+        base = self.entry(src.model or "")
+        found = next((p for s in base.sources if (p := self._try(base, s, progress=progress, materialize=False))),
+                     None)
+        if found is None:
+            return None
+        if not materialize:
+            return target
+        base_path = self.resolve(base.name, progress=progress).path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target.parent.parent / f".{entry.name}.lock"):
+            if not target.exists():
+                from voice.requant import requantize
+
+                with _progress(_size(base_path), f"requantizing {base.name}", enabled=progress) as advance:
+                    requantize(base_path, target, dict(src.types), progress=advance)
+        return target
 
     # ---------------------------------------------------------------- assembling
     def _part_paths(self, f: AssembledFile) -> list[Path | None]:
