@@ -17,8 +17,6 @@ from tests.helpers.llm import server_stats
 from voice.audio.vad import SilenceStarted, SpeechEnded, SpeechResumed, SpeechStarted
 from voice.pipeline import events as ev
 
-pytestmark = pytest.mark.slow
-
 SR = 16000
 
 
@@ -70,6 +68,7 @@ async def held_audio(conv: Any) -> Any:
     return conv._ahead.answer  # noqa: SLF001
 
 
+@pytest.mark.slow
 async def test_resumed_speech_cancels_the_preemptive_answer_unheard(  # type: ignore[no-untyped-def]
         smol_cfg, llm_runtime, tiny_transcriber, piper, speech_clips) -> None:
     smol_cfg.llm.max_tokens = 600  # long enough to be still generating when the user goes on
@@ -102,6 +101,7 @@ async def test_resumed_speech_cancels_the_preemptive_answer_unheard(  # type: ig
     await chain.aclose()
 
 
+@pytest.mark.slow
 async def test_confirmed_turn_plays_the_preemptive_answer(  # type: ignore[no-untyped-def]
         smol_cfg, llm_runtime, tiny_transcriber, piper, speech_clips) -> None:
     smol_cfg.llm.max_tokens = 30  # a short answer: it is played in real time
@@ -135,6 +135,7 @@ async def test_confirmed_turn_plays_the_preemptive_answer(  # type: ignore[no-un
     await chain.aclose()
 
 
+@pytest.mark.slow
 async def test_changed_final_transcript_discards_the_preemptive_answer(  # type: ignore[no-untyped-def]
         smol_cfg, llm_runtime, tiny_transcriber, piper, speech_clips) -> None:
     smol_cfg.llm.max_tokens = 30  # a short answer: it is played in real time
@@ -160,4 +161,43 @@ async def test_changed_final_transcript_discards_the_preemptive_answer(  # type:
     assert memory_of(chain) == [(tid, final.text, played.spoken_text)]
     assert not chain._tentative  # noqa: SLF001
     await conv.aclose()
+    await chain.aclose()
+
+
+async def test_a_tentative_turn_reaches_memory_only_when_confirmed(cfg) -> None:  # type: ignore[no-untyped-def]
+    """The chain's side, with a user's chain (ExternalChain: the same bookkeeping as LlmChain)."""
+    from voice.llm import create_chain
+    from voice.llm.chain import MAX_TENTATIVE
+
+    cfg.llm.chain = "tests.helpers.llm:echo_chain"
+    chain = create_chain(cfg)
+    chain.memory.add_user(1, "hi")
+    chain.memory.set_assistant(1, "hello")
+    before = memory_of(chain)
+    # discarded mid-stream: memory never sees it, not even when the stream closes
+    agen = chain.astream("first", turn_id=2, tentative=True)
+    assert (await agen.__anext__()).strip() == "you"
+    chain.discard(2)
+    assert "after 2 messages" in "".join([d async for d in agen])  # it read the history
+    assert memory_of(chain) == before
+    # confirmed mid-stream: the turn now, its answer when the stream ends (as for any turn)
+    agen = chain.astream("second", turn_id=2, tentative=True)
+    first = await agen.__anext__()
+    assert memory_of(chain) == before
+    chain.confirm(2)
+    assert memory_of(chain) == [*before, (2, "second", "")]
+    rest = "".join([d async for d in agen])
+    assert memory_of(chain) == [*before, (2, "second", first + rest)]
+    # confirmed after the stream ended
+    full = "".join([d async for d in chain.astream("third", turn_id=3, tentative=True)])
+    assert len(memory_of(chain)) == 2
+    chain.confirm(3)
+    chain.confirm(3)  # twice: no-op
+    assert memory_of(chain)[-1] == (3, "third", full)
+    # bounded: held turns nobody confirms or discards are forgotten, oldest first
+    for tid in range(10, 10 + MAX_TENTATIVE + 3):
+        [d async for d in chain.astream("x", turn_id=tid, tentative=True)]
+    assert len(chain._tentative) == MAX_TENTATIVE and min(chain._tentative) == 13  # noqa: SLF001
+    chain.confirm(10)  # forgotten: no-op
+    assert len(memory_of(chain)) == 3
     await chain.aclose()

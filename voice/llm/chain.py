@@ -9,7 +9,7 @@
   actually spoken (barge-in); by default memory keeps the full (or partial, if closed) answer.
 - ``astream(..., tentative=True)`` answers ahead of a turn not yet confirmed (a preemptive
   answer, started during the VAD's hang-over): memory is read but not changed until
-  ``confirm(turn_id)`` records the turn (with its answer so far); ``discard(turn_id)`` forgets it.
+  ``confirm(turn_id)`` records the turn; ``discard(turn_id)`` forgets it.
 - ``last_sources``: the passages used for the last answer (retrieval and search_knowledge).
 - ``aclose()`` releases the client (and the embedded server if the chain owns the runtime).
 
@@ -115,8 +115,9 @@ class _Base:
             held.turn.assistant = answer
 
     def confirm(self, turn_id: int) -> None:
-        """The tentative turn ``turn_id`` happened: memory records it, with its answer so far
-        (and, when its stream ends, the whole answer). No-op for an unknown turn."""
+        """The tentative turn ``turn_id`` happened: memory records it, with its answer if the
+        stream has ended (otherwise the answer follows when it ends, as for any turn). No-op for
+        an unknown turn."""
         held = self._tentative.pop(turn_id, None)
         if held is None or held.state != "held":
             return
