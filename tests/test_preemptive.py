@@ -201,3 +201,83 @@ async def test_a_tentative_turn_reaches_memory_only_when_confirmed(cfg) -> None:
     chain.confirm(10)  # forgotten: no-op
     assert len(memory_of(chain)) == 3
     await chain.aclose()
+
+
+class HoldingChain:
+    """A model-free chain with the tentative-turn API: what was asked, confirmed, discarded."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, bool]] = []
+        self.confirmed: list[int] = []
+        self.discarded: list[int] = []
+        self.committed: dict[int, str] = {}
+        self.last_sources: list[Any] = []
+
+    async def astream(self, user_text: str, *, turn_id: int, tentative: bool = False):  # type: ignore[no-untyped-def]
+        self.asked.append((user_text, tentative))
+        for w in ["One", "two", "three.", "Four", "five", "six."]:
+            await asyncio.sleep(0.01)
+            yield w + " "
+
+    def commit_assistant(self, turn_id: int, spoken_text: str) -> None:
+        self.committed[turn_id] = spoken_text
+
+    def confirm(self, turn_id: int) -> None:
+        self.confirmed.append(turn_id)
+
+    def discard(self, turn_id: int) -> None:
+        self.discarded.append(turn_id)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class SlowAsr:
+    async def transcribe(self, audio: np.ndarray, *, live: bool = False, language: str | None = None) -> Any:
+        from voice.asr.base import Transcript
+
+        await asyncio.sleep(0.01)
+        return Transcript(text=f"{len(audio)} samples", segments=[], language="en", duration_s=len(audio) / SR,
+                          model="fake", device="cpu")
+
+
+async def test_held_answers_are_dropped_by_every_other_input_and_released_in_text_mode(cfg) -> None:  # type: ignore[no-untyped-def]
+    """The lifecycle's side without models: a reset, a typed line and a replaced chain drop the
+    held answer (discarded, nothing emitted); with no TTS (text only) a held answer that has
+    finished before the hang-over ends is released whole."""
+    from voice.pipeline.conversation import Conversation
+
+    cfg.pipeline.speak = False
+    chain = HoldingChain()
+    conv = Conversation(cfg, transcriber=SlowAsr(), chain=chain, endpointer=QuietEndpointer())  # type: ignore[arg-type]
+    seen: list[ev.Event] = []
+    conv.add_listener(seen.append)
+    audio = np.zeros(SR, np.float32)
+
+    async def hold() -> int:
+        conv.on_vad(SpeechStarted(t=0.0))
+        conv.on_vad(SilenceStarted(t=1.0, audio=audio))
+        await until(lambda: conv._ahead is not None and conv._ahead.answer is not None)  # noqa: SLF001
+        return conv.turns.last
+
+    for drop in (conv.clear_input, lambda: conv.set_chain(chain), lambda: conv.interrupt("client_cancelled")):
+        tid = await hold()
+        drop()
+        assert conv._ahead is None and chain.discarded[-1] == tid  # noqa: SLF001
+    tid = await hold()
+    typed = await conv.submit_text("typed")
+    assert chain.discarded[-1] == tid
+    await conv.wait_turn(typed)
+    assert not [e for e in seen if e.turn_id <= tid and not isinstance(e, (ev.UserSpeechStarted, ev.StatusChanged))]
+    assert chain.confirmed == [] and [t for _, t in chain.asked].count(True) == 4
+    # released: the held answer finished (no TTS) before the turn ended; its events come out now
+    tid = await hold()
+    await until(lambda: conv._ahead.run.done())  # noqa: SLF001
+    assert not [e for e in seen if e.turn_id == tid and isinstance(e, ev.LlmDelta)]
+    conv.on_vad(SpeechEnded(t=1.6, audio=np.concatenate([audio, np.zeros(SR // 2, np.float32)])))
+    await conv.wait_turn(tid)
+    assert chain.confirmed == [tid] and chain.committed[tid] == "One two three. Four five six."
+    (m,) = [e for e in seen if isinstance(e, ev.TurnMetrics) and e.turn_id == tid]
+    assert m.preemptive and [type(e) for e in seen if e.turn_id == tid].count(ev.PlaybackDone) == 1
+    assert chain.asked[-1] == ("16000 samples", True)
+    await conv.aclose()
