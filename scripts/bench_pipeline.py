@@ -19,7 +19,9 @@ p50 / (ASR + LLM first piece + TTS first chunk) p50; early transcription during 
 can push it below 1.
 
 ``--preemptive compare`` alternates turns between two conversations on the same models, one
-with ``pipeline.preemptive`` off and one with it on (off first), and reports both under
+with ``pipeline.preemptive`` off and one with it on: each question is asked twice in a row, once
+in each (off first, then on first for the next question: the second of a pair finds the
+first's prompt in llama.cpp's cache, so neither mode always gets it), and reports both under
 ``compare_preemptive``; ``preemptive_turns`` counts the turns whose answer was prepared during
 the hang-over and used.
 """
@@ -113,6 +115,8 @@ async def main() -> int:
     stack = await build_stack(cfg, kb=kb)
     load_s = time.perf_counter() - t0
     questions = (QUESTIONS * (args.turns // len(QUESTIONS) + 1))[: args.turns]
+    if args.preemptive == "compare":  # each question twice, once per mode, in turn off-on, on-off, ...
+        questions = [q for q in QUESTIONS * (args.turns // (2 * len(QUESTIONS)) + 1) for _ in (0, 1)][: args.turns]
     audios = [await speak_to_16k(stack.tts, q) for q in questions]
 
     metrics: list[ev.TurnMetrics] = []
@@ -142,7 +146,7 @@ async def main() -> int:
         if memory is not None:
             memory.clear()
         pad = np.zeros(8000, np.float32)
-        conv = convs[i % len(convs)]
+        conv = convs[(i % 2) ^ (i // 2 % 2)] if len(convs) == 2 else convs[0]
         await conv.run(array_frames(np.concatenate([pad, audio]), realtime=True, tail_silence_s=1.5),
                        hold_while_busy=True)
         conv.hearing.reset()
