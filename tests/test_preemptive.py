@@ -42,7 +42,7 @@ async def setup(smol_cfg: Any, llm_runtime: Any, tiny_transcriber: Any, piper: A
     from voice.pipeline.conversation import Conversation
     from voice.pipeline.io import FileSink
 
-    assert smol_cfg.pipeline.preemptive  # the default
+    smol_cfg.pipeline.preemptive = True
     smol_cfg.pipeline.headphones = True
     chain = create_chain(smol_cfg, app=llm_runtime)
     await chain.start()
@@ -248,6 +248,7 @@ async def test_held_answers_are_dropped_by_every_other_input_and_released_in_tex
     from voice.pipeline.conversation import Conversation
 
     cfg.pipeline.speak = False
+    cfg.pipeline.preemptive = True
     chain = HoldingChain()
     conv = Conversation(cfg, transcriber=SlowAsr(), chain=chain, endpointer=QuietEndpointer())  # type: ignore[arg-type]
     seen: list[ev.Event] = []
