@@ -9,6 +9,7 @@ speakable piece (where TTS can start; its first token is reported too), TTS's fi
 Memory is cleared before every turn so all prompts are alike.
 
     .venv/bin/python scripts/bench_pipeline.py [--turns 6] [--no-retrieval] [--out FILE]
+        [--preemptive config|on|off|compare] [--max-tokens N]
 
 The headline is ``from_silence``: from the user's last voiced frame as heard (the
 endpointer's speech end, before the hang-over) to the answer's first sound played (its first
@@ -16,12 +17,20 @@ sample at -40 dBFS), what a person feels. ``voice_to_voice`` (secondary) runs fr
 decision, vad.min_silence_ms later, to the same sample. ``overhead_ratio`` = voice_to_voice
 p50 / (ASR + LLM first piece + TTS first chunk) p50; early transcription during the hang-over
 can push it below 1.
+
+``--preemptive compare`` alternates turns between two conversations on the same models, one
+with ``pipeline.preemptive`` off and one with it on: each question is asked twice in a row, once
+in each (off first, then on first for the next question: the second of a pair finds the
+first's prompt in llama.cpp's cache, so neither mode always gets it), and reports both under
+``compare_preemptive``; ``preemptive_turns`` counts the turns whose answer was prepared during
+the hang-over and used.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -74,6 +83,9 @@ async def main() -> int:
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--no-retrieval", action="store_true")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--preemptive", choices=["config", "on", "off", "compare"], default="config",
+                    help="pipeline.preemptive for the run; compare: alternate off/on turn by turn")
+    ap.add_argument("--max-tokens", type=int, help="llm.max_tokens (shorter answers: a shorter run)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -87,6 +99,10 @@ async def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     cfg = load_config()
     cfg.general.data_dir = str(tmp / "data")
+    if args.max_tokens is not None:
+        cfg.llm.max_tokens = args.max_tokens
+    if args.preemptive in ("on", "off"):
+        cfg.pipeline.preemptive = args.preemptive == "on"
     if not args.no_retrieval:
         (tmp / "docs").mkdir()
         (tmp / "docs" / "kestrel.md").write_text(DOC)
@@ -99,16 +115,25 @@ async def main() -> int:
     stack = await build_stack(cfg, kb=kb)
     load_s = time.perf_counter() - t0
     questions = (QUESTIONS * (args.turns // len(QUESTIONS) + 1))[: args.turns]
+    if args.preemptive == "compare":  # each question twice, once per mode, in turn off-on, on-off, ...
+        questions = [q for q in QUESTIONS * (args.turns // (2 * len(QUESTIONS)) + 1) for _ in (0, 1)][: args.turns]
     audios = [await speak_to_16k(stack.tts, q) for q in questions]
 
-    sink = FileSink(None, stack.tts.sample_rate, realtime=True)
-    conv = Conversation(cfg, transcriber=stack.transcriber, chain=stack.chain, tts=stack.tts, sink=sink)
     metrics: list[ev.TurnMetrics] = []
     answers: list[str] = []
     heard: list[str] = []
-    conv.add_listener(lambda e: metrics.append(e) if isinstance(e, ev.TurnMetrics) else None)
-    conv.add_listener(lambda e: answers.append(e.text) if isinstance(e, ev.LlmDone) else None)
-    conv.add_listener(lambda e: heard.append(e.text) if isinstance(e, ev.TranscriptFinal) else None)
+    modes = [False, True] if args.preemptive == "compare" else [cfg.pipeline.preemptive]
+    convs: list[Conversation] = []
+    by_mode: dict[bool, list[ev.TurnMetrics]] = {m: [] for m in modes}
+    for mode in modes:  # one sink each: a sink's counter belongs to one conversation
+        c_cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, preemptive=mode))
+        sink = FileSink(None, stack.tts.sample_rate, realtime=True)
+        c = Conversation(c_cfg, transcriber=stack.transcriber, chain=stack.chain, tts=stack.tts, sink=sink)
+        c.add_listener(lambda e: metrics.append(e) if isinstance(e, ev.TurnMetrics) else None)
+        c.add_listener(lambda e, ms=by_mode[mode]: ms.append(e) if isinstance(e, ev.TurnMetrics) else None)
+        c.add_listener(lambda e: answers.append(e.text) if isinstance(e, ev.LlmDone) else None)
+        c.add_listener(lambda e: heard.append(e.text) if isinstance(e, ev.TranscriptFinal) else None)
+        convs.append(c)
 
     asr_s: list[float] = []
     llm_s: list[float] = []
@@ -121,6 +146,7 @@ async def main() -> int:
         if memory is not None:
             memory.clear()
         pad = np.zeros(8000, np.float32)
+        conv = convs[(i % 2) ^ (i // 2 % 2)] if len(convs) == 2 else convs[0]
         await conv.run(array_frames(np.concatenate([pad, audio]), realtime=True, tail_silence_s=1.5),
                        hold_while_busy=True)
         conv.hearing.reset()
@@ -154,7 +180,8 @@ async def main() -> int:
             tts_s.append(time.perf_counter() - t)
             break
 
-    await conv.aclose()
+    for c in convs:
+        await c.aclose()
     await stack.aclose()
     done = [m for m in metrics if not m.cancelled and m.voice_to_voice_s is not None]
     v2v = [m.voice_to_voice_s for m in done if m.voice_to_voice_s is not None]
@@ -165,7 +192,7 @@ async def main() -> int:
     out = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_1m": round(os.getloadavg()[0], 2)},
-        "stack": {"asr": cfg.asr.model, "llm": f"{cfg.llm.backend}:{cfg.llm.embedded.model}",
+        "stack": {"asr": cfg.asr.model, "max_tokens": cfg.llm.max_tokens, "llm": f"{cfg.llm.backend}:{cfg.llm.embedded.model}",
                   "tts": f"{cfg.tts.engine}:{cfg.tts.piper.voice}", "retrieval": not args.no_retrieval,
                   "vad_hangover_ms": cfg.vad.min_silence_ms, "early_transcribe": cfg.pipeline.early_transcribe},
         "turns": len(questions),
@@ -189,10 +216,21 @@ async def main() -> int:
                   "from_silence_p95_le_1.5s": (fs95 := pct(from_sil, 95)) is not None and fs95 <= 1.5,
                   "overhead_ratio_le_1.10": ratio is not None and ratio <= 1.10,
                   "voice_to_voice_p50_le_1.2s": v2v50 is not None and v2v50 <= 1.2},
+        "preemptive": args.preemptive if args.preemptive == "compare" else cfg.pipeline.preemptive,
+        "preemptive_turns": sum(1 for m in done if m.preemptive),
         "load_s": round(load_s, 2),
         "heard": heard,
         "answers": answers,
     }
+    if args.preemptive == "compare":
+        out["compare_preemptive"] = {
+            ("on" if mode else "off"): {
+                "turns_answered": len(ok := [m for m in ms if not m.cancelled and m.voice_to_voice_s is not None]),
+                "preemptive_turns": sum(1 for m in ok if m.preemptive),
+                "from_silence_s": stats([m.from_silence_s for m in ok if m.from_silence_s is not None]),
+                "voice_to_voice_s": stats([m.voice_to_voice_s for m in ok if m.voice_to_voice_s is not None]),
+                "first_token_s": stats([m.first_token_s for m in ok if m.first_token_s is not None]),
+            } for mode, ms in by_mode.items()}
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import re
 import socket
 import threading
 import time
 
-import httpx
 import pytest
 
-from tests.helpers.llm import free_port, llm_config
+from tests.helpers.llm import free_port, llm_config, server_stats
 from voice.llm import BackendError, create_chain
 
 pytestmark = pytest.mark.slow
@@ -22,17 +20,6 @@ pytestmark = pytest.mark.slow
 
 async def collect(chain, text: str, turn_id: int) -> str:
     return "".join([d async for d in chain.astream(text, turn_id=turn_id)])
-
-
-async def server_stats(runtime, cfg) -> tuple[list[bool], float]:
-    info = await runtime.embedded(cfg)
-    headers = {"Authorization": f"Bearer {info.api_key}"}
-    async with httpx.AsyncClient(headers=headers, timeout=5) as http:
-        slots = (await http.get(info.root_url + "/slots")).json()
-        metrics = (await http.get(info.root_url + "/metrics")).text
-    m = re.search(r"^llamacpp:tokens_predicted_total (\S+)", metrics, re.M)
-    assert m, metrics
-    return [bool(s.get("is_processing")) for s in slots], float(m.group(1))
 
 
 async def test_streams_text_deltas(smol_cfg, llm_runtime):

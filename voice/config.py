@@ -370,6 +370,11 @@ class PipelineConfig:
     echo_tail_ms: int = field(default=250, metadata={"range": (0, 10000)})
     #: Start transcribing when silence begins (during the VAD hang-over); discarded if speech resumes.
     early_transcribe: bool = True
+    #: Preemptive answers (needs early_transcribe and VAD turns): the early transcript starts the
+    #: answer (retrieval, LLM, TTS) during the hang-over, held back until the hang-over confirms
+    #: the turn; dropped unheard, and memory untouched, if the user speaks again. Off by default
+    #: until a measurement shows the gain (docs/pipeline.md: inconclusive on an overloaded machine).
+    preemptive: bool = False
     #: With echo cancellation, while the assistant speaks: a microphone frame whose cleaned
     #: energy is this many dB below the raw one is residual echo and reaches the VAD as silence
     #: (someone talking over the assistant keeps most of the energy). 0 = off; at most 100.

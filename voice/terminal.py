@@ -132,6 +132,8 @@ def format_latency(m: ev.TurnMetrics) -> str:
             if m.source == "speech" else [f"text-to-voice {f(m.voice_to_voice_s)}"])
     bits = [*head, f"transcript {f(m.transcript_s)}", f"first token {f(m.first_token_s)}",
             f"first audio {f(m.first_audio_s)}", f"total {f(m.total_s)}"]
+    if m.preemptive:
+        bits.append("preemptive")
     if m.cancelled:
         bits.append("cancelled")
     return " · ".join(bits)

@@ -7,6 +7,7 @@ assembled only once, and greedy sampling so answers are repeatable.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -30,6 +31,20 @@ def llm_config(model: str, tmp_path: Any) -> Any:
     c.llm.temperature = 0.0
     c.llm.max_tokens = 80
     return c
+
+
+async def server_stats(runtime: Any, cfg: Any) -> tuple[list[bool], float]:
+    """The embedded server's slots (busy or not) and its tokens predicted so far."""
+    import httpx
+
+    info = await runtime.embedded(cfg)
+    headers = {"Authorization": f"Bearer {info.api_key}"}
+    async with httpx.AsyncClient(headers=headers, timeout=5) as http:
+        slots = (await http.get(info.root_url + "/slots")).json()
+        metrics = (await http.get(info.root_url + "/metrics")).text
+    m = re.search(r"^llamacpp:tokens_predicted_total (\S+)", metrics, re.M)
+    assert m, metrics
+    return [bool(s.get("is_processing")) for s in slots], float(m.group(1))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,9 @@
   client goes away. Cancelling the consuming task does the same.
 - ``commit_assistant(turn_id, spoken_text)`` replaces the remembered answer with what was
   actually spoken (barge-in); by default memory keeps the full (or partial, if closed) answer.
+- ``astream(..., tentative=True)`` answers ahead of a turn not yet confirmed (a preemptive
+  answer, started during the VAD's hang-over): memory is read but not changed until
+  ``confirm(turn_id)`` records the turn; ``discard(turn_id)`` forgets it.
 - ``last_sources``: the passages used for the last answer (retrieval and search_knowledge).
 - ``aclose()`` releases the client (and the embedded server if the chain owns the runtime).
 
@@ -21,11 +24,12 @@ import importlib
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from voice.errors import ConfigError
 from voice.llm.backends import BackendError, Endpoint, backend_error
-from voice.llm.memory import ConversationMemory
+from voice.llm.memory import ConversationMemory, Turn
 from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages, format_context
 from voice.llm.runtime import LlmRuntime
 from voice.llm.tools import Tool, ToolCall, could_be_text_call, make_tools, parse_text_calls
@@ -36,9 +40,13 @@ log = logging.getLogger(__name__)
 class Chain(Protocol):
     last_sources: list[Any]
 
-    def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]: ...
+    def astream(self, user_text: str, *, turn_id: int, tentative: bool = False) -> AsyncIterator[str]: ...
 
     def commit_assistant(self, turn_id: int, spoken_text: str) -> None: ...
+
+    def confirm(self, turn_id: int) -> None: ...
+
+    def discard(self, turn_id: int) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -52,6 +60,18 @@ def _runtime_from(app: Any) -> LlmRuntime | None:
     raise TypeError("app must be an LlmRuntime or have an 'llm' attribute holding one")
 
 
+#: Tentative turns kept at once (the lifecycle holds one; older ones are discarded).
+MAX_TENTATIVE = 4
+
+
+@dataclass
+class _Tentative:
+    """A turn answered ahead of its confirmation; memory gets it on confirm only."""
+
+    turn: Turn
+    state: Literal["held", "confirmed", "discarded"] = "held"
+
+
 class _Base:
     """Retrieval, memory and ``last_sources``, shared by the built-in and a user's chain."""
 
@@ -62,6 +82,7 @@ class _Base:
         self._owns_runtime = owns_runtime
         self.memory = ConversationMemory(cfg.llm.memory_tokens)
         self.last_sources: list[Any] = []
+        self._tentative: dict[int, _Tentative] = {}
 
     async def retrieve(self, question: str) -> list[Any]:
         """The compact context for ``question`` (``KnowledgeBase.context``: the best units within
@@ -72,6 +93,45 @@ class _Base:
 
     def commit_assistant(self, turn_id: int, spoken_text: str) -> None:
         self.memory.commit_assistant(turn_id, spoken_text)
+
+    def _open_turn(self, turn_id: int, user_text: str, tentative: bool) -> tuple[list[dict[str, Any]], _Tentative | None]:
+        """The history to answer ``turn_id`` with; records the user's text now, or (tentative)
+        keeps it aside for :meth:`confirm`."""
+        history = self.memory.history_before(turn_id)
+        self.discard(turn_id)  # a new answer for the turn replaces one held for it
+        if not tentative:
+            self.memory.add_user(turn_id, user_text)
+            return history, None
+        while len(self._tentative) >= MAX_TENTATIVE:
+            self.discard(next(iter(self._tentative)))
+        held = self._tentative[turn_id] = _Tentative(Turn(turn_id, user_text))
+        return history, held
+
+    def _close_turn(self, turn_id: int, held: _Tentative | None, answer: str) -> None:
+        """The stream ended: memory keeps ``answer`` (a tentative turn: once confirmed)."""
+        if held is None or held.state == "confirmed":
+            self.memory.set_assistant(turn_id, answer)
+        elif held.state == "held":
+            held.turn.assistant = answer
+
+    def confirm(self, turn_id: int) -> None:
+        """The tentative turn ``turn_id`` happened: memory records it, with its answer if the
+        stream has ended (otherwise the answer follows when it ends, as for any turn). No-op for
+        an unknown turn."""
+        held = self._tentative.pop(turn_id, None)
+        if held is None or held.state != "held":
+            return
+        held.state = "confirmed"
+        self.memory.add_user(turn_id, held.turn.user)
+        if held.turn.assistant:
+            self.memory.set_assistant(turn_id, held.turn.assistant)
+
+    def discard(self, turn_id: int) -> None:
+        """Forget the tentative turn ``turn_id``: memory never sees it, even if its stream is
+        still closing. No-op for an unknown turn."""
+        held = self._tentative.pop(turn_id, None)
+        if held is not None:
+            held.state = "discarded"
 
     async def aclose(self) -> None:
         if self._owns_runtime:
@@ -110,14 +170,13 @@ class LlmChain(_Base):
             self._client = (loop, client, ep)
         return self._client[1], self._client[2]
 
-    async def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]:
+    async def astream(self, user_text: str, *, turn_id: int, tentative: bool = False) -> AsyncIterator[str]:
         self.last_tool_calls = []
         for t in self.tools.values():
             t.found.clear()
         passages = await self.retrieve(user_text)
         self.last_sources = list(passages)
-        history = self.memory.history_before(turn_id)
-        self.memory.add_user(turn_id, user_text)
+        history, held = self._open_turn(turn_id, user_text, tentative)
         messages = build_messages(self.system_prompt, history, user_text, passages)
         client, ep = await self._get_client()
         answer: list[str] = []
@@ -126,7 +185,7 @@ class LlmChain(_Base):
                 answer.append(delta)
                 yield delta
         finally:
-            self.memory.set_assistant(turn_id, "".join(answer))
+            self._close_turn(turn_id, held, "".join(answer))
             for t in self.tools.values():
                 self.last_sources.extend(p for p in t.found if p not in self.last_sources)
 
@@ -262,13 +321,12 @@ class ExternalChain(_Base):
             self.obj = self.obj.build(self.cfg, ep)
         return ep
 
-    async def astream(self, user_text: str, *, turn_id: int) -> AsyncIterator[str]:
+    async def astream(self, user_text: str, *, turn_id: int, tentative: bool = False) -> AsyncIterator[str]:
         if isinstance(self.obj, ChainFactory):
             await self.start()
         passages = await self.retrieve(user_text)
         self.last_sources = list(passages)
-        history = self.memory.history_before(turn_id)
-        self.memory.add_user(turn_id, user_text)
+        history, held = self._open_turn(turn_id, user_text, tentative)
         payload = {
             "input": user_text,
             "question": user_text,
@@ -288,7 +346,7 @@ class ExternalChain(_Base):
             close = getattr(inner, "aclose", None)
             if close is not None:
                 await close()
-            self.memory.set_assistant(turn_id, "".join(answer))
+            self._close_turn(turn_id, held, "".join(answer))
 
 
 def _chunk_text(chunk: Any) -> str:

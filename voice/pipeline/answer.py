@@ -9,6 +9,10 @@ The LLM stage and the TTS stage are joined by a bounded queue; the sink's own bu
 audio. Every chunk is booked in the :class:`~voice.pipeline.turns.PlaybackLedger` before it is
 written, so :meth:`Answer.stop` (barge-in, cancel) knows at once what was heard. After a stop,
 each stage drops its work at the next hand-over (the speech-to-speech "cancel scope" shape).
+
+A ``held`` answer (preemptive: started during the VAD's hang-over) runs its LLM, chunker and
+TTS, but its first audio chunk waits before the sink and its events are kept, until
+:meth:`Answer.release`; a stop before that writes nothing and emits nothing.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ class Answer:
 
     def __init__(self, turn_id: int, text: str, *, chain: Chain, tts: TTSEngine | None, sink: AudioSink | None,
                  voice: str | None, chunker: ChunkerConfig, queue_size: int, timer: TurnTimer, start: int,
-                 emit: Callable[[ev.Event], None], far: Callable[[np.ndarray, int], None] | None = None) -> None:
+                 emit: Callable[[ev.Event], None], far: Callable[[np.ndarray, int], None] | None = None,
+                 held: bool = False) -> None:
         self.turn_id = turn_id
         self.text = text
         self.chain = chain
@@ -88,6 +93,11 @@ class Answer:
         self._stage = "answer"
         self._written = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._tentative = held
+        self._released = asyncio.Event()
+        self._kept: list[ev.Event] = []  # events of a held answer, sent on release
+        if not held:
+            self._released.set()
 
     @property
     def stopped(self) -> bool:
@@ -100,6 +110,24 @@ class Answer:
     @property
     def generated(self) -> str:
         return "".join(self._parts).strip()
+
+    @property
+    def held(self) -> bool:
+        """Nothing of it may reach the sink or the listeners yet."""
+        return not self._released.is_set()
+
+    def release(self) -> None:
+        """The turn is confirmed: send the events kept so far, let the held audio go to the sink."""
+        kept, self._kept = self._kept, []
+        for event in kept:
+            self._emit(event)
+        self._released.set()
+
+    def _send(self, event: ev.Event) -> None:
+        if self._released.is_set():
+            self._emit(event)
+        else:
+            self._kept.append(event)
 
     def stop(self) -> str:
         """Stop now: clear what the sink has not played, cancel TTS; the stages drop what they
@@ -142,7 +170,7 @@ class Answer:
             if self.stopped:
                 return self._result("stopped", "")
             spoken = self.ledger.full_text() if self.sink is not None else self.generated
-            self._emit(ev.PlaybackDone(turn_id=self.turn_id, spoken_text=spoken))
+            self._send(ev.PlaybackDone(turn_id=self.turn_id, spoken_text=spoken))
             return self._result("played", spoken)
         except asyncio.CancelledError:
             raise
@@ -164,7 +192,8 @@ class Answer:
         tid = self.turn_id
         self.timer.llm_start = time.monotonic()
         self._llm_started = True
-        stream = self.chain.astream(self.text, turn_id=tid)
+        ahead = {"tentative": True} if self._tentative else {}  # only a chain that can hold is asked ahead
+        stream = self.chain.astream(self.text, turn_id=tid, **ahead)
         try:
             async for delta in stream:
                 if self.stopped:
@@ -173,12 +202,12 @@ class Answer:
                     continue
                 self.timer.mark("first_token", time.monotonic())
                 self._parts.append(delta)
-                self._emit(ev.LlmDelta(turn_id=tid, text=delta))
+                self._send(ev.LlmDelta(turn_id=tid, text=delta))
                 for piece in chunker.feed(delta):
                     await q.put(piece)
             for piece in chunker.flush():
                 await q.put(piece)
-            self._emit(ev.LlmDone(turn_id=tid, text=self.generated))
+            self._send(ev.LlmDone(turn_id=tid, text=self.generated))
         except Exception:
             self._stage = "llm"
             raise
@@ -219,10 +248,14 @@ class Answer:
             timer.mark("first_audio", now)
             audio = to_rate(chunk.audio, chunk.sample_rate, sink.sample_rate)
             text = (chunk.text or piece).strip()
-            self._emit(ev.TtsChunk(turn_id=tid, text=text, index=chunk.index,
+            self._send(ev.TtsChunk(turn_id=tid, text=text, index=chunk.index,
                                    samples=int(chunk.audio.shape[0]), sample_rate=chunk.sample_rate))
             if audio.size == 0:
                 continue
+            if not self._released.is_set():  # the holding buffer: this chunk (the TTS queue bounds the rest)
+                await self._released.wait()
+                if self.stopped:
+                    return
             if not self.ledger.written:
                 loud = np.flatnonzero(np.abs(audio) >= FIRST_SOUND_LEVEL)
                 self._lead = int(loud[0]) if loud.size else 0
@@ -241,7 +274,7 @@ class Answer:
             await sink.write(audio)
             if self.stopped:
                 return  # cleared while we were waiting on the sink
-            self._emit(ev.AudioOut(turn_id=tid, audio=audio, sample_rate=sink.sample_rate, text=text))
+            self._send(ev.AudioOut(turn_id=tid, audio=audio, sample_rate=sink.sample_rate, text=text))
 
     async def _watch_first_sample(self) -> None:
         """PlaybackStarted as soon as the sink has played this answer's first sound (its first

@@ -141,6 +141,9 @@ class TurnMetrics(Event):
     llm_first_token_s: float | None = None
     tts_first_chunk_s: float | None = None
     cancelled: bool = False
+    #: The answer was generated during the VAD's hang-over, before the turn was confirmed, and
+    #: released when it was (its first token and first audio then count as 0 after the end).
+    preemptive: bool = False
 
     def as_dict(self) -> dict[str, float | int | str | bool | None]:
         return {
@@ -156,6 +159,7 @@ class TurnMetrics(Event):
             "llm_first_token_s": self.llm_first_token_s,
             "tts_first_chunk_s": self.tts_first_chunk_s,
             "cancelled": self.cancelled,
+            "preemptive": self.preemptive,
         }
 
 

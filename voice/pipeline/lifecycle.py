@@ -8,15 +8,22 @@ assistant answers (barge-in), a typed line, or :meth:`TurnLifecycle.interrupt` (
 ``response.cancel``) stop the :class:`~voice.pipeline.answer.Answer` first (its sink is cleared
 at once), then commit to memory only the text that was played. Parts return values (VAD events,
 transcripts, :class:`~voice.pipeline.answer.AnswerResult`); only this class acts on them.
+
+Preemptive answers (``pipeline.preemptive``): when silence starts, the early transcript feeds a
+*held* answer (LLM, chunker and TTS run; nothing reaches the sink, the listeners or memory). The
+hang-over's end releases it if the final transcript is that early one; speech resuming, a new
+utterance, an input reset, a typed line, an interrupt or close drop it without a trace (no
+event, no metrics; a debug log line): the user never saw that turn's answer begin.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +61,19 @@ class LiveSettings:
     voice: str | None = None
 
 
+@dataclass
+class _Ahead:
+    """A preemptive answer: started from the early transcript, before the turn is confirmed."""
+
+    turn_id: int
+    early: asyncio.Task[Timed]
+    chain: Chain
+    waiter: asyncio.Task[None] | None = None
+    text: str = ""
+    answer: Answer | None = None
+    run: asyncio.Task[AnswerResult] | None = field(default=None, repr=False)
+
+
 class TurnLifecycle:
     """Turns and their answers for one conversation; ``hearing`` is its input side."""
 
@@ -73,6 +93,8 @@ class TurnLifecycle:
         self._listeners: list[Callable[[ev.Event], None]] = []
         self._answer: Answer | None = None
         self._answer_task: asyncio.Task[None] | None = None
+        self._preemptive = cfg.pipeline.preemptive
+        self._ahead: _Ahead | None = None
         self._user_turn: int | None = None
         self._user_timer: TurnTimer | None = None
         self._commit_task: asyncio.Task[Any] | None = None
@@ -135,6 +157,7 @@ class TurnLifecycle:
     def _reset_input(self, *, hearing: bool = True) -> None:
         if hearing:
             self.hearing.reset()
+        self._drop_ahead("input reset")
         self._asr.discard()
         if self._user_turn is not None and not self._pending:
             self._waits.end(self._user_turn)
@@ -150,10 +173,13 @@ class TurnLifecycle:
             if self._user_timer is not None:  # the audio ends with the first silent frame
                 end = last_voiced(event.audio, event.t, audio_end=event.t + FRAME_SAMPLES / SAMPLE_RATE)
                 self._user_timer.silence = self.hearing.wall_time(end)
-            self._asr.silence(event.audio)
+            early = self._asr.silence(event.audio)
+            if early is not None:
+                self._answer_ahead(early)
         elif isinstance(event, SpeechResumed):
             if self._user_timer is not None:
                 self._user_timer.silence = None
+            self._drop_ahead("speech resumed")
             self._asr.discard()
         elif isinstance(event, SpeechEnded):
             if self._user_turn is None:  # e.g. an utterance cut short by muting
@@ -165,6 +191,7 @@ class TurnLifecycle:
             self._reset_input(hearing=False)
 
     def _begin_user_turn(self) -> int:
+        self._drop_ahead("new utterance")
         if self._answer is not None:
             self.interrupt("barge_in")
         tid = self.turns.next()
@@ -186,6 +213,11 @@ class TurnLifecycle:
         vad = self.settings.vad
         tail = int((vad.min_silence_ms + vad.pre_roll_ms + 100) * SAMPLE_RATE / 1000)
         early = self._asr.take_early(int(audio.shape[0]), tail)
+        ahead = self._ahead
+        if ahead is not None and (ahead.turn_id != tid or ahead.answer is None or ahead.early is not early):
+            # other audio than the early transcript's (it is transcribed again), or the early
+            # transcript is not ready yet (the answer then starts from it as usual, live)
+            self._drop_ahead("not the final transcript's audio")
         self._pending.spawn(self._transcribe_and_answer(tid, timer, audio, early), self._notify)
 
     async def commit_input(self) -> int | None:
@@ -226,12 +258,15 @@ class TurnLifecycle:
             self._emit(ev.Error(turn_id=tid, stage="asr", message=str(err)))
             self._set_status("listening", tid)
         finally:
+            if self._ahead is not None and self._ahead.turn_id == tid:  # not used
+                self._drop_ahead("turn not answered")
             if self._answer is None or self._answer.turn_id != tid:
                 self._waits.end(tid)
 
     async def submit_text(self, text: str) -> int:
         """A typed user turn (``--text``, the server's conversation.item.create): same chain and
         TTS path as speech. Cancels an answer in progress. Returns the turn id."""
+        self._drop_ahead("typed line")
         if self._answer is not None:
             self.interrupt("new_turn")
         tid = self.turns.next()
@@ -252,20 +287,94 @@ class TurnLifecycle:
         await self.wait_turn(tid)
         return tid
 
+    def _new_answer(self, tid: int, text: str, timer: TurnTimer, *, held: bool = False) -> Answer:
+        return Answer(tid, text, chain=self.chain, tts=self.tts, sink=self.sink, voice=self.settings.voice,
+                      chunker=self.cfg.tts.chunker, queue_size=self.cfg.pipeline.queue_size, timer=timer,
+                      start=self._out_end, emit=self._emit, far=self.hearing.far, held=held)
+
     def _start_answer(self, tid: int, text: str, timer: TurnTimer) -> None:
+        if self._release_ahead(tid, text, timer):
+            return
+        self._drop_ahead("the transcript changed")
         if self._answer is not None:
             self.interrupt("new_turn")
-        answer = Answer(tid, text, chain=self.chain, tts=self.tts, sink=self.sink, voice=self.settings.voice,
-                        chunker=self.cfg.tts.chunker, queue_size=self.cfg.pipeline.queue_size, timer=timer,
-                        start=self._out_end, emit=self._emit, far=self.hearing.far)
+        answer = self._new_answer(tid, text, timer)
         self.turns.activate(tid)
         self._answer = answer
         self._answer_task = self._bg.spawn(self._answer_turn(answer), self._notify)
 
-    async def _answer_turn(self, answer: Answer) -> None:
+    async def _run(self, answer: Answer) -> AnswerResult:
         if self._commit_task is not None:  # the previous turn's memory first
             await asyncio.shield(self._commit_task)
-        result = await answer.run()
+        return await answer.run()
+
+    # ------------------------------------------------------------------ preemptive answers
+
+    def _answer_ahead(self, early: asyncio.Task[Timed]) -> None:
+        """Silence started and the early transcription runs: prepare the answer to it, held."""
+        self._drop_ahead("silence started again")
+        tid = self._user_turn
+        if (not self._preemptive or self.settings.manual or tid is None or self._answer is not None
+                or not callable(getattr(self.chain, "confirm", None))):  # a chain that cannot hold a turn
+            return
+        ahead = self._ahead = _Ahead(tid, early, self.chain)
+        ahead.waiter = self._bg.spawn(self._hold_answer(ahead), self._notify)
+
+    async def _hold_answer(self, ahead: _Ahead) -> None:
+        await asyncio.wait([ahead.early])  # not cancelling it with us: the turn's end may use it
+        if ahead.early.cancelled() or ahead.early.exception() is not None:
+            return
+        text = (ahead.early.result()[0].text or "").strip()
+        if not text or self._ahead is not ahead or self._answer is not None or self.chain is not ahead.chain:
+            return
+        answer = self._new_answer(ahead.turn_id, text, TurnTimer(turn_id=ahead.turn_id, end=time.monotonic()),
+                                  held=True)
+        ahead.text, ahead.answer = text, answer
+        ahead.run = self._bg.spawn(self._run(answer), self._notify)
+        log.debug("turn %d: answering ahead of the hang-over: %r", ahead.turn_id, text)
+
+    def _release_ahead(self, tid: int, text: str, timer: TurnTimer) -> bool:
+        """The turn is confirmed with ``text``: play the answer prepared ahead, if it is for it."""
+        ahead = self._ahead
+        if ahead is None or ahead.turn_id != tid or ahead.text != text or ahead.answer is None or ahead.run is None:
+            return False
+        if ahead.run.done() and (ahead.run.cancelled() or ahead.run.exception() is not None
+                                 or ahead.run.result().ended != "played"):
+            return False  # it failed: answer again, live
+        if self._answer is not None or self.chain is not ahead.chain:
+            return False
+        self._ahead = None
+        answer = ahead.answer
+        self.chain.confirm(tid)  # memory first: the held stream's answer goes on into it
+        answer.timer.adopt(timer)
+        self.turns.activate(tid)
+        self._answer = answer
+        self._answer_task = self._bg.spawn(self._answer_turn(answer, ahead.run), self._notify)
+        answer.release()
+        log.debug("turn %d: the answer prepared ahead is released", tid)
+        return True
+
+    def _drop_ahead(self, why: str) -> None:
+        """Throw the preemptive answer away: nothing was played, memory forgets it, the LLM
+        stream is closed (the request aborted) as its task is cancelled."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        if ahead.waiter is not None:
+            ahead.waiter.cancel()
+        if ahead.answer is not None:
+            ahead.answer.stop()  # it wrote nothing: the sink is not touched
+            with contextlib.suppress(Exception):
+                ahead.chain.discard(ahead.turn_id)
+        if ahead.run is not None:
+            ahead.run.cancel()
+        log.debug("turn %d: the answer prepared ahead is dropped (%s)", ahead.turn_id, why)
+
+    # ------------------------------------------------------------------ answers
+
+    async def _answer_turn(self, answer: Answer, run: asyncio.Task[AnswerResult] | None = None) -> None:
+        """``run``: the held answer's task, already running (a preemptive answer released)."""
+        result = await (run if run is not None else self._run(answer))
         if result.ended == "stopped":
             return  # interrupt() ended the turn
         if result.ended == "failed":
@@ -293,6 +402,7 @@ class TurnLifecycle:
     def interrupt(self, reason: str = "cancelled") -> str | None:
         """Stop the current answer now: clear the sink, cancel LLM and TTS, commit to memory only
         what was played. Returns that text (None when nothing was being answered)."""
+        self._drop_ahead(reason)
         answer, task = self._answer, self._answer_task
         if answer is None:
             return None

@@ -45,6 +45,15 @@ class TurnTimer:
     tts_start: float | None = None
     tts_first_chunk_s: float | None = None
     cancelled: bool = False
+    #: The answer was started during the hang-over (before ``end``) and used.
+    preemptive: bool = False
+
+    def adopt(self, user: TurnTimer) -> None:
+        """Take the user side of the turn (end, silence, transcript) from ``user``: an answer
+        prepared ahead kept its own marks, and is now this turn's (:attr:`preemptive`)."""
+        self.turn_id, self.end, self.source = user.turn_id, user.end, user.source
+        self.silence, self.transcript, self.asr_s = user.silence, user.transcript, user.asr_s
+        self.preemptive = True
 
     def mark(self, name: str, t: float) -> None:
         """Set a mark once (the first time counts)."""
@@ -75,6 +84,7 @@ class TurnTimer:
             llm_first_token_s=llm_ft,
             tts_first_chunk_s=self.tts_first_chunk_s,
             cancelled=self.cancelled,
+            preemptive=self.preemptive,
             **kw,
         )
 
@@ -109,6 +119,7 @@ class MetricsSummary:
         out: dict[str, object] = {"turns": len(self.turns)}
         done = [m for m in self.turns if not m.cancelled]
         out["cancelled"] = len(self.turns) - len(done)
+        out["preemptive"] = sum(1 for m in done if m.preemptive)
         for name in FIELDS:
             vals = [v for m in done if isinstance(v := getattr(m, name), float)]
             if vals:
@@ -118,7 +129,7 @@ class MetricsSummary:
 
     def format(self) -> str:
         s = self.summary()
-        lines = [f"{s['turns']} turns ({s['cancelled']} cancelled)"]
+        lines = [f"{s['turns']} turns ({s['cancelled']} cancelled, {s['preemptive']} answered ahead)"]
         labels = {
             "from_silence_s": "from silence (last word -> first sample)",
             "transcript_s": "end of speech -> transcript",

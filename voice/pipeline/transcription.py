@@ -38,11 +38,13 @@ class Transcription:
         self._task: asyncio.Task[Timed] | None = None
         self._gen = -1
 
-    def silence(self, audio: np.ndarray) -> None:
+    def silence(self, audio: np.ndarray) -> asyncio.Task[Timed] | None:
+        """Start the early job (returned; None when there is none)."""
         if self.transcriber is None or audio.size == 0 or not self.early:
-            return
+            return None
         self._gen = self._book.begin(int(audio.shape[0]))
         self._task = self._tasks.spawn(self.timed(audio), self._on_done)
+        return self._task
 
     def discard(self) -> None:
         self._book.discard()
