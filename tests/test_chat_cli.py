@@ -135,6 +135,26 @@ def test_chat_text_mode_to_file(tmp_path: Path, chat_env: dict[str, str], kb_dir
     assert load_audio(out, 16000).shape[0] > 8000
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("warm", [True, False])
+def test_chat_first_turn_prefills_only_its_own_tokens_after_the_warm_up(
+        tmp_path: Path, chat_env: dict[str, str], warm: bool) -> None:
+    import json
+
+    mj = tmp_path / "m.json"
+    env = {**chat_env, "VOICE_LLM__EMBEDDED__MODEL": "smollm2-135m-instruct", "VOICE_LLM__MAX_TOKENS": "8",
+           "VOICE_LLM__EMBEDDED__WARM_UP": "true" if warm else "false"}
+    r = voice("chat", "--text", "--no-speak", "--no-retrieval", "--metrics-json", str(mj), env=env,
+              stdin="What is a good name for a cat?\n")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(mj.read_text())
+    evaluated, cached = s["llm_prompt_tokens"]["p50"], s["llm_cached_tokens"]["p50"]
+    if warm:  # the system prompt (about 150 tokens) came from the warm-up; the question is new
+        assert cached >= 100 and evaluated <= 25, s
+    else:
+        assert cached == 0 and evaluated >= 120, s
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--input", "/nonexistent/q.wav"], "no such file"),
     (["--input", "/tmp"], "is a directory"),

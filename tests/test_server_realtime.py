@@ -188,3 +188,23 @@ def test_serve_refuses_public_bind_without_token() -> None:
     assert r.returncode == 2
     assert r.stderr.strip().startswith("voice: error: refusing to listen on 0.0.0.0")
     assert "Traceback" not in r.stderr
+
+
+async def test_sessions_keep_their_own_cached_prefix(voice_server: RunningServer) -> None:
+    """Two sessions alternating turns: each first turn finds the system prompt warm, each later
+    turn finds its whole history in its own slot (llama.cpp's timings in voice.metrics)."""
+    async with connect(voice_server.url) as a, connect(voice_server.url) as b:
+        for ws in (a, b):
+            json.loads(await ws.recv())  # session.created
+        totals: dict[str, int] = {}
+        for turn in (1, 2):
+            for name, ws in (("a", a), ("b", b)):
+                r = await text_turn(ws, f"Question {turn} from {name}: what is a good bread?")
+                m = r["metrics"]
+                evaluated, cached = m["llm_prompt_tokens"], m["llm_cached_tokens"]
+                assert evaluated is not None and cached is not None, m
+                if turn == 1:  # the system prompt (about 150 tokens) was warmed, the question is new
+                    assert cached >= 100 and evaluated <= 30, (name, m)
+                else:  # everything the previous prompt held is reused
+                    assert cached >= totals[name] and evaluated <= 40, (name, turn, m)
+                totals[name] = evaluated + cached

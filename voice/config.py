@@ -262,6 +262,10 @@ class EmbeddedLlmConfig:
     #: prompt that starts like an earlier one reuses its prefix; -1 = no limit, 0 = off (the
     #: slots' own cache stays). At most 1048576.
     cache_ram_mib: int = field(default=8192, metadata={"range": (-1, 1048576)})
+    #: Prefill the fixed start of the prompt (system prompt, tools, context header) into each
+    #: conversation's slot when it starts (voice chat, voice serve), in the background, so the
+    #: first turn evaluates only its own tokens.
+    warm_up: bool = True
 
 
 @dataclass

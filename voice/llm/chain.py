@@ -11,6 +11,8 @@
   answer, started during the VAD's hang-over): memory is read but not changed until
   ``confirm(turn_id)`` records the turn; ``discard(turn_id)`` forgets it.
 - ``last_sources``: the passages used for the last answer (retrieval and search_knowledge).
+- ``last_timings``: llama.cpp's prompt figures of the last answer (built-in chain on a llama.cpp
+  server): ``prompt_n`` tokens evaluated, ``cache_n`` reused from the slot's cache.
 - ``aclose()`` releases the client (and the embedded server if the chain owns the runtime).
 
 ``app`` is the shared :class:`~voice.llm.runtime.LlmRuntime` (or an object with an ``llm``
@@ -30,8 +32,9 @@ from typing import Any, Literal, Protocol
 from voice.errors import ConfigError
 from voice.llm.backends import BackendError, Endpoint, backend_error
 from voice.llm.memory import ConversationMemory, Turn
-from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages, format_context
+from voice.llm.prompt import CONTEXT_HEADER, SPEECH_SYSTEM_PROMPT, build_messages, format_context
 from voice.llm.runtime import LlmRuntime
+from voice.llm.slots import SlotPool
 from voice.llm.tools import Tool, ToolCall, could_be_text_call, make_tools, parse_text_calls
 
 log = logging.getLogger(__name__)
@@ -158,17 +161,82 @@ class LlmChain(_Base):
         self._client: tuple[Any, Any, Endpoint] | None = None  # (loop, client, endpoint)
         #: Tool calls run during the last answer (name, arguments, result).
         self.last_tool_calls: list[tuple[str, dict[str, Any], str]] = []
+        #: llama.cpp's timings of the last answer, summed over its requests (tool rounds):
+        #: {"prompt_n", "cache_n", "prompt_ms"}; None when the server sent none (another
+        #: server, or the stream was closed before its end).
+        self.last_timings: dict[str, float] | None = None
+        #: This conversation's llama.cpp slot on the embedded server (None: one slot, or
+        #: another server); taken on the first request, given back in aclose().
+        self._slot: tuple[SlotPool, int] | None = None
+        self._warm: asyncio.Task[None] | None = None
 
     async def start(self) -> Endpoint:
-        """Resolve the endpoint now (starting the embedded server); optional warm-up."""
-        return (await self._get_client())[1]
+        """Resolve the endpoint now (starting the embedded server) and warm the prefix."""
+        client, ep = await self._get_client()
+        self.warm_up(client, ep)
+        return ep
 
     async def _get_client(self) -> tuple[Any, Endpoint]:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client[0] is not loop:
             client, ep = await self.runtime.client(self.cfg)
             self._client = (loop, client, ep)
+            if self._slot is None and (pool := self.runtime.slots(self.cfg)) is not None:
+                self._slot = (pool, pool.acquire(self.prefix_key()))
         return self._client[1], self._client[2]
+
+    def prefix_key(self) -> tuple[str, ...]:
+        """What the fixed start of every prompt depends on (system prompt, tools, context header)."""
+        return (self.system_prompt, *sorted(self.tools), self._warm_user())
+
+    def _warm_user(self) -> str:
+        return CONTEXT_HEADER if self.kb is not None and self.cfg.rag.enabled else "Hello."
+
+    def warm_up(self, client: Any, ep: Endpoint) -> asyncio.Task[None] | None:
+        """Prefill the fixed prefix (system prompt, tools, context header) into this chain's
+        slot in the background, so the first turn evaluates only its own tokens. Only on the
+        embedded server (``llm.embedded.warm_up``), once per slot and prefix; a first turn that
+        comes meanwhile waits for it on the same slot instead of prefilling the prefix itself."""
+        llm = self.cfg.llm
+        if self._warm is not None or not llm.embedded.warm_up or llm.backend != "embedded" or llm.base_url:
+            return self._warm
+        key = self.prefix_key()
+        if self._slot is not None:
+            pool, slot = self._slot
+            if pool.holds(slot, key):
+                return None
+            pool.mark_warm(slot, key)
+        messages = build_messages(self.system_prompt, [], self._warm_user(), [])
+        kwargs = self._request(ep, messages, bool(self.tools), self.tool_choice)
+        kwargs.update(stream=False, max_tokens=1)
+        self._warm = asyncio.ensure_future(self._warm_request(client, ep, kwargs))
+        return self._warm
+
+    async def _warm_request(self, client: Any, ep: Endpoint, kwargs: dict[str, Any]) -> None:
+        sent = self._begin_slot()
+        ok = False
+        try:
+            if sent is not None:
+                kwargs["extra_body"] = {"id_slot": sent}
+            await self._open(client, ep, kwargs)
+            ok = True
+        except Exception as err:  # noqa: BLE001 - a failed warm-up only costs the first turn time
+            log.info("LLM warm-up failed: %s", err)
+        finally:
+            self._end_slot(sent, warm=ok)
+
+    def _begin_slot(self) -> int | None:
+        if self._slot is None:
+            return None
+        pool, slot = self._slot
+        return pool.begin(slot)
+
+    def _end_slot(self, sent: int | None, *, warm: bool = True) -> None:
+        if self._slot is not None and sent is not None:
+            pool, slot = self._slot
+            pool.end(sent)
+            if sent == slot:  # the slot's cache now starts with this chain's prefix (or is unknown)
+                pool.mark_warm(slot, self.prefix_key() if warm else None)
 
     async def astream(self, user_text: str, *, turn_id: int, tentative: bool = False) -> AsyncIterator[str]:
         self.last_tool_calls = []
@@ -213,14 +281,26 @@ class LlmChain(_Base):
         names = set(self.tools)
         choice: Any = self.tool_choice
         results: list[tuple[str, str]] = []
+        self.last_timings = None
+        warm = self._warm
+        if warm is not None and not warm.done() and warm.get_loop() is asyncio.get_running_loop():
+            # it may still be on its way to the server: after it, this prompt reuses its prefix
+            # (before it, the warm-up would cut this turn from the slot's cache)
+            await asyncio.wait({warm})
         for round_no in (1, 2, 3):
             offer = bool(self.tools) and round_no == 1
             hold = bool(self.tools) and round_no < 3
-            stream = await self._open(client, ep, self._request(ep, messages, offer, choice))
+            sent = self._begin_slot()
+            try:
+                stream = await self._open(client, ep, self._request(ep, messages, offer, choice, id_slot=sent))
+            except BaseException:
+                self._end_slot(sent)
+                raise
             calls: dict[int, ToolCall] = {}
             held = ""  # text held back while it may be a tool call written as text
             try:
                 async for chunk in stream:
+                    self._add_timings(getattr(chunk, "timings", None))
                     if not chunk.choices:
                         continue
                     delta = chunk.choices[0].delta
@@ -245,7 +325,10 @@ class LlmChain(_Base):
                     raise backend_error(err, ep, timeout_s=self.cfg.llm.timeout_s) from None
                 raise
             finally:
-                await stream.close()
+                try:
+                    await stream.close()
+                finally:
+                    self._end_slot(sent)
             found = [c for c in calls.values() if c.name in names]
             if not found and held:
                 found = parse_text_calls(held, names)
@@ -269,7 +352,19 @@ class LlmChain(_Base):
                 last["content"] = f"{last['content']}\n\nTool results:\n{told}\nAnswer in plain words."
                 messages = [*base[:-1], last]
 
-    def _request(self, ep: Endpoint, messages: list[dict[str, Any]], offer_tools: bool, choice: Any) -> dict[str, Any]:
+    def _add_timings(self, timings: Any) -> None:
+        """Add llama.cpp's ``timings`` (sent with a stream's last chunk) to :attr:`last_timings`."""
+        if not isinstance(timings, dict):
+            return
+        keys = ("prompt_n", "cache_n", "prompt_ms")
+        got = {k: float(v) for k in keys if isinstance(v := timings.get(k), int | float)}
+        if len(got) < len(keys):
+            return
+        prev = self.last_timings or {}
+        self.last_timings = {k: prev.get(k, 0.0) + got[k] for k in keys}
+
+    def _request(self, ep: Endpoint, messages: list[dict[str, Any]], offer_tools: bool, choice: Any,
+                 *, id_slot: int | None = None) -> dict[str, Any]:
         llm = self.cfg.llm
         kwargs: dict[str, Any] = {
             "model": ep.model,
@@ -281,9 +376,19 @@ class LlmChain(_Base):
         if offer_tools:
             kwargs["tools"] = [t.spec() for t in self.tools.values()]
             kwargs["tool_choice"] = choice
+        if id_slot is not None:  # only on the embedded llama.cpp server (runtime.slots)
+            kwargs["extra_body"] = {"id_slot": id_slot}
         return kwargs
 
     async def aclose(self) -> None:
+        warm, self._warm = self._warm, None
+        if warm is not None and not warm.done():
+            warm.cancel()
+            await asyncio.gather(warm, return_exceptions=True)
+        if self._slot is not None:
+            pool, slot = self._slot
+            self._slot = None
+            pool.release(slot)
         if self._client is not None:
             loop, client, _ = self._client
             self._client = None

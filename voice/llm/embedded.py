@@ -97,6 +97,10 @@ class EmbeddedServer:
             p.n_parallel = e.parallel
             p.kv_unified = True  # every slot may use the whole context
             p.cache_ram_mib = e.cache_ram_mib
+            # llama.cpp would otherwise copy every idle slot to the host cache and, the KV cache
+            # being unified, clear it at each new request: a session's slot (id_slot) would lose
+            # its history and system prompt before its next turn.
+            p.cache_idle_slots = False
             p.n_gpu_layers = n_gpu
             p.cpuparams.n_threads = threads
             p.cpuparams_batch.n_threads = threads

@@ -39,6 +39,9 @@ def format_context(passages: Sequence[Any]) -> str:
     return "\n\n".join(blocks)
 
 
+#: What opens the last user message when there is context (part of the prompt's fixed prefix).
+CONTEXT_HEADER = "Context from my documents:\n\n"
+
 #: What the last user message asks after the context; the question follows it.
 GROUNDING = "Answer the question briefly, using only the context above."
 
@@ -52,7 +55,7 @@ def user_message(question: str, passages: Sequence[Any]) -> str:
     """
     if not passages:
         return question
-    return f"Context from my documents:\n\n{format_context(passages)}\n\n{GROUNDING}\nQuestion: {question}"
+    return f"{CONTEXT_HEADER}{format_context(passages)}\n\n{GROUNDING}\nQuestion: {question}"
 
 
 def build_messages(

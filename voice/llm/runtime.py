@@ -1,8 +1,10 @@
 """``LlmRuntime``: the per-process owner of LLM resources, passed around as an app context.
 
 It starts the embedded llama.cpp server lazily on first use, shares it between every chain
-(every session) made with it, and stops it in :meth:`aclose` or at interpreter exit. One
-runtime per application; nothing here is a module global.
+(every session) made with it, and stops it in :meth:`aclose` or at interpreter exit. It also
+owns each embedded server's :class:`~voice.llm.slots.SlotPool`, so every conversation keeps
+its own llama.cpp slot (and its cached prefix). One runtime per application; nothing here is a
+module global.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from voice.llm.backends import Endpoint, make_client, resolve_endpoint
 from voice.llm.embedded import EmbeddedServer, ServerInfo, embedded_key
+from voice.llm.slots import SlotPool
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,7 @@ class LlmRuntime:
 
     def __init__(self) -> None:
         self._servers: dict[tuple[Any, ...], EmbeddedServer] = {}
+        self._pools: dict[tuple[Any, ...], SlotPool] = {}
         self._atexit = False
         self._closed = False
 
@@ -55,6 +59,17 @@ class LlmRuntime:
             return Endpoint(ep.backend, ep.base_url, ep.model, None, info.api_key)
         return resolve_endpoint(cfg.llm)
 
+    def slots(self, cfg: Any) -> SlotPool | None:
+        """The slot pool of ``cfg``'s embedded server when it has more than one slot, else None
+        (one slot needs no id; other servers are not sent llama.cpp's ``id_slot``)."""
+        if cfg.llm.backend != "embedded" or cfg.llm.base_url or cfg.llm.embedded.parallel < 2:
+            return None
+        key = embedded_key(cfg)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = SlotPool(cfg.llm.embedded.parallel)
+        return pool
+
     async def client(self, cfg: Any) -> tuple[Any, Endpoint]:
         """A fresh AsyncOpenAI client for ``cfg`` (cheap) and its endpoint."""
         ep = await self.endpoint(cfg)
@@ -64,6 +79,7 @@ class LlmRuntime:
         """Stop every server this runtime started (blocking; also run at exit)."""
         self._closed = True
         servers, self._servers = list(self._servers.values()), {}
+        self._pools = {}
         for srv in servers:
             srv.close()
         if self._atexit:

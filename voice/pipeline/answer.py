@@ -216,6 +216,8 @@ class Answer:
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(aclose(), timeout=2.0)
+            timings = getattr(self.chain, "last_timings", None)
+            self.timer.llm_timings = timings if isinstance(timings, dict) else None
             if not self.stopped:
                 await q.put(None)
 

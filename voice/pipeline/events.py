@@ -140,6 +140,12 @@ class TurnMetrics(Event):
     asr_s: float | None = None
     llm_first_token_s: float | None = None
     tts_first_chunk_s: float | None = None
+    #: llama.cpp's timings of the answer: prompt tokens evaluated (prefilled) and reused from
+    #: the slot's cache (None when the server sent none). A warm conversation prefills only
+    #: the new tokens: the question (and its context), the previous answer's end.
+    llm_prompt_tokens: int | None = None
+    llm_cached_tokens: int | None = None
+    llm_prompt_s: float | None = None
     cancelled: bool = False
     #: The answer was generated during the VAD's hang-over, before the turn was confirmed, and
     #: released when it was (its first token and first audio then count as 0 after the end).
@@ -158,6 +164,9 @@ class TurnMetrics(Event):
             "asr_s": self.asr_s,
             "llm_first_token_s": self.llm_first_token_s,
             "tts_first_chunk_s": self.tts_first_chunk_s,
+            "llm_prompt_tokens": self.llm_prompt_tokens,
+            "llm_cached_tokens": self.llm_cached_tokens,
+            "llm_prompt_s": self.llm_prompt_s,
             "cancelled": self.cancelled,
             "preemptive": self.preemptive,
         }

@@ -22,6 +22,9 @@ FIELDS = (
     "asr_s",
     "llm_first_token_s",
     "tts_first_chunk_s",
+    "llm_prompt_s",
+    "llm_prompt_tokens",
+    "llm_cached_tokens",
 )
 
 
@@ -44,6 +47,8 @@ class TurnTimer:
     llm_start: float | None = None
     tts_start: float | None = None
     tts_first_chunk_s: float | None = None
+    #: llama.cpp's timings of the answer (the chain's ``last_timings``).
+    llm_timings: dict[str, float] | None = None
     cancelled: bool = False
     #: The answer was started during the hang-over (before ``end``) and used.
     preemptive: bool = False
@@ -70,7 +75,9 @@ class TurnTimer:
         from_silence = None
         if self.first_played is not None and self.silence is not None:
             from_silence = self.first_played - self.silence
-        kw = {} if t is None else {"t": t}
+        kw: dict[str, float] = {} if t is None else {"t": t}
+        lt = self.llm_timings or {}
+        prompt_n, cache_n, prompt_ms = lt.get("prompt_n"), lt.get("cache_n"), lt.get("prompt_ms")
         return TurnMetrics(
             turn_id=self.turn_id,
             source=self.source,
@@ -83,6 +90,9 @@ class TurnTimer:
             asr_s=self.asr_s,
             llm_first_token_s=llm_ft,
             tts_first_chunk_s=self.tts_first_chunk_s,
+            llm_prompt_tokens=None if prompt_n is None else int(prompt_n),
+            llm_cached_tokens=None if cache_n is None else int(cache_n),
+            llm_prompt_s=None if prompt_ms is None else prompt_ms / 1000.0,
             cancelled=self.cancelled,
             preemptive=self.preemptive,
             **kw,
@@ -121,7 +131,8 @@ class MetricsSummary:
         out["cancelled"] = len(self.turns) - len(done)
         out["preemptive"] = sum(1 for m in done if m.preemptive)
         for name in FIELDS:
-            vals = [v for m in done if isinstance(v := getattr(m, name), float)]
+            vals = [float(v) for m in done
+                    if isinstance(v := getattr(m, name), int | float) and not isinstance(v, bool)]
             if vals:
                 out[name] = {"p50": round(percentile(vals, 50) or 0.0, 3),
                              "p95": round(percentile(vals, 95) or 0.0, 3), "n": len(vals)}

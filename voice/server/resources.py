@@ -27,6 +27,7 @@ class ServerResources:
         self.runtime: Any = None
         self.kb: Any = None
         self.ready = False
+        self._warm: Any = None  # the start-up chain warming the first session's slot
 
     async def start(self) -> None:
         from voice.asr import get_transcriber
@@ -57,6 +58,9 @@ class ServerResources:
                 self.kb = open_kb(self.cfg, None)  # an old-shape knowledge base is refused here
             except Exception as err:  # a broken KB must not stop the server; answers go without it
                 log.warning("knowledge base not used: %s", err)
+        # the first session's slot gets the fixed prompt prefix in the background: the slot pool
+        # hands a free slot that holds it to the next session (make_chain)
+        self._warm = await self.make_chain(self.cfg)
         self.ready = True
 
     def voices(self) -> list[str]:
@@ -72,12 +76,25 @@ class ServerResources:
         return Endpointer(vad_cfg, SileroVad(self.vad_session))
 
     async def make_chain(self, cfg: Config) -> Any:
-        """A new chain (its own memory) on the shared LLM runtime and knowledge base."""
+        """A new chain (its own memory, its own llama.cpp slot) on the shared LLM runtime and
+        knowledge base, its fixed prompt prefix warming in the background (once per slot)."""
         from voice.llm import create_chain
 
-        return create_chain(cfg, kb=self.kb, app=self.runtime)
+        if self._warm is not None:
+            warm, self._warm = self._warm, None
+            if (warm.cfg.llm, warm.cfg.rag) == (cfg.llm, cfg.rag):  # what a chain reads: take it as it is
+                return warm
+            await warm.aclose()  # its slot is free for the next session
+        chain = create_chain(cfg, kb=self.kb, app=self.runtime)
+        start = getattr(chain, "start", None)
+        if start is not None:
+            await start()
+        return chain
 
     async def aclose(self) -> None:
+        if self._warm is not None:
+            warm, self._warm = self._warm, None
+            await warm.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()
         if self.kb is not None:
