@@ -359,7 +359,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation set")
-    ap.add_argument("--llm", nargs="*", default=["qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct"],
+    ap.add_argument("--llm", nargs="*", default=["qwen2.5-0.5b-instruct-q4_0", "qwen2.5-1.5b-instruct"],
                     help="models for answer accuracy (the first also for TTFT, both shapes); one that is"
                     " not installed is reported as absent; none: retrieval only")
     ap.add_argument("--questions", type=int, help="only the first N questions for the LLM part (a smoke run)")

@@ -236,8 +236,10 @@ class TtsConfig:
 
 @dataclass
 class EmbeddedLlmConfig:
-    #: Registry name or path of a GGUF file.
-    model: str = "qwen2.5-0.5b-instruct"
+    #: Registry name or path of a GGUF file. The default is the packaged Qwen2.5 0.5B with its
+    #: Q5_0 tensors requantized to Q4_0 once, on first use (same accuracy on the evaluation set,
+    #: prefill 1.45x and decode 1.29x faster on an AVX2 CPU: README).
+    model: str = "qwen2.5-0.5b-instruct-q4_0"
     #: Context window in tokens; 128 to 1048576.
     n_ctx: int = field(default=4096, metadata={"range": (128, 1048576)})
     #: Layers on the GPU when CUDA works; -1 = all, 0 = CPU only; at most 10000.

@@ -64,7 +64,7 @@ def smol_cfg(tmp_path: Any) -> Any:
 
 @pytest.fixture
 def qwen_cfg(tmp_path: Any) -> Any:
-    return llm_config("qwen2.5-0.5b-instruct", tmp_path)
+    return llm_config("qwen2.5-0.5b-instruct-q4_0", tmp_path)  # the default model
 
 
 class EchoChain:
