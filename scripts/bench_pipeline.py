@@ -9,7 +9,14 @@ speakable piece (where TTS can start; its first token is reported too), TTS's fi
 Memory is cleared before every turn so all prompts are alike.
 
     .venv/bin/python scripts/bench_pipeline.py [--turns 6] [--no-retrieval] [--out FILE]
-        [--preemptive config|on|off|compare] [--max-tokens N]
+        [--preemptive config|on|off|compare] [--max-tokens N] [--corpus kestrel|eval] [--workdir DIR]
+
+``--corpus eval``: the realistic knowledge base instead of the one-document ``kestrel`` one:
+tests/data/rag_eval's six documents among Python's 79 reference topics (2,661 units, as
+scripts/bench_rag.py), its questions in order (each retrieves its own passages, so no question
+finds its context in llama.cpp's cache), each answer checked by the question's keywords
+(``answers_with_fact``). Ingesting takes minutes: ``--workdir`` keeps the knowledge base for a
+rerun. With ``compare`` on this corpus each question is asked once, the modes alternating.
 
 The headline is ``from_silence``: from the user's last voiced frame as heard (the
 endpointer's speech end, before the hang-over) to the answer's first sound played (its first
@@ -86,6 +93,9 @@ async def main() -> int:
     ap.add_argument("--preemptive", choices=["config", "on", "off", "compare"], default="config",
                     help="pipeline.preemptive for the run; compare: alternate off/on turn by turn")
     ap.add_argument("--max-tokens", type=int, help="llm.max_tokens (shorter answers: a shorter run)")
+    ap.add_argument("--corpus", choices=["kestrel", "eval"], default="kestrel",
+                    help="the knowledge base: one short document, or the retrieval evaluation set")
+    ap.add_argument("--workdir", type=Path, help="--corpus eval: keep (and reuse) the knowledge base here")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -103,19 +113,33 @@ async def main() -> int:
         cfg.llm.max_tokens = args.max_tokens
     if args.preemptive in ("on", "off"):
         cfg.pipeline.preemptive = args.preemptive == "on"
+    kb_dir = (args.workdir or tmp) / "kb"
+    keywords: dict[str, list[list[str]]] = {}
+    base_questions = QUESTIONS
     if not args.no_retrieval:
-        (tmp / "docs").mkdir()
-        (tmp / "docs" / "kestrel.md").write_text(DOC)
         from voice.rag import KnowledgeBase
 
-        with KnowledgeBase(cfg, tmp / "kb") as kb0:
-            kb0.ingest([tmp / "docs" / "kestrel.md"])
-    kb = open_kb(cfg, tmp / "kb" if not args.no_retrieval else None, retrieval=not args.no_retrieval)
+        if args.corpus == "eval":
+            from tests.helpers.rag import EVAL_DIR, eval_set, write_distractors
+
+            docs = [p for p in sorted(EVAL_DIR.iterdir()) if p.name != "questions.json"]
+            docs += write_distractors((args.workdir or tmp) / "distractors")
+            items = eval_set()["questions"]
+            base_questions = [it["q"] for it in items]
+            keywords = {it["q"]: it["keywords"] for it in items}
+        else:
+            (tmp / "docs").mkdir()
+            (tmp / "docs" / "kestrel.md").write_text(DOC)
+            docs = [tmp / "docs" / "kestrel.md"]
+        with KnowledgeBase(cfg, kb_dir) as kb0:
+            kb0.ingest(docs)  # a rerun with --workdir finds the files unchanged
+    kb = open_kb(cfg, kb_dir if not args.no_retrieval else None, retrieval=not args.no_retrieval)
     t0 = time.perf_counter()
     stack = await build_stack(cfg, kb=kb)
     load_s = time.perf_counter() - t0
-    questions = (QUESTIONS * (args.turns // len(QUESTIONS) + 1))[: args.turns]
-    if args.preemptive == "compare":  # each question twice, once per mode, in turn off-on, on-off, ...
+    questions = (base_questions * (args.turns // len(base_questions) + 1))[: args.turns]
+    if args.preemptive == "compare" and args.corpus == "kestrel":
+        # each question twice, once per mode, in turn off-on, on-off, ...
         questions = [q for q in QUESTIONS * (args.turns // (2 * len(QUESTIONS)) + 1) for _ in (0, 1)][: args.turns]
     audios = [await speak_to_16k(stack.tts, q) for q in questions]
 
@@ -140,16 +164,22 @@ async def main() -> int:
     piece_s: list[float] = []
     tts_s: list[float] = []
     memory = getattr(stack.chain, "memory", None)
-    for i, (_q, audio) in enumerate(zip(questions, audios, strict=True)):
+    per_turn: list[tuple[str, str]] = []  # (question, the answer played for it)
+    for i, (q, audio) in enumerate(zip(questions, audios, strict=True)):
         # --- the pipeline first, fed in real time: its LLM prompt is new to llama.cpp's cache
         # (only the system prompt prefix is warm, as in a conversation) ...
         if memory is not None:
             memory.clear()
         pad = np.zeros(8000, np.float32)
-        conv = convs[(i % 2) ^ (i // 2 % 2)] if len(convs) == 2 else convs[0]
+        if len(convs) == 2:
+            conv = convs[i % 2] if args.corpus == "eval" else convs[(i % 2) ^ (i // 2 % 2)]
+        else:
+            conv = convs[0]
+        n_answers = len(answers)
         await conv.run(array_frames(np.concatenate([pad, audio]), realtime=True, tail_silence_s=1.5),
                        hold_while_busy=True)
         conv.hearing.reset()
+        per_turn.append((q, " ".join(answers[n_answers:])))
         # --- ... then each stage alone on the same input. The standalone LLM call repeats the
         # prompt the pipeline just sent (a cache hit), so its time is a lower bound and the
         # overhead ratio errs high.
@@ -219,9 +249,17 @@ async def main() -> int:
         "preemptive": args.preemptive if args.preemptive == "compare" else cfg.pipeline.preemptive,
         "preemptive_turns": sum(1 for m in done if m.preemptive),
         "load_s": round(load_s, 2),
+        "corpus": args.corpus,
         "heard": heard,
         "answers": answers,
     }
+    if keywords:
+        from tests.helpers.rag import answer_ok
+
+        carried = [answer_ok(a, keywords[q]) for q, a in per_turn]
+        out["answers_with_fact"] = f"{sum(carried)}/{len(carried)}"
+        out["missed"] = [{"q": q, "answer": a[:160]} for (q, a), good in zip(per_turn, carried, strict=True)
+                         if not good]
     if args.preemptive == "compare":
         out["compare_preemptive"] = {
             ("on" if mode else "off"): {
