@@ -161,6 +161,7 @@ def test_barge_in_with_headphones_stops_output_within_150ms(stack, pulse_devices
         seen: list[ev.Event] = []
         heard: list[tuple[float, np.ndarray]] = []
         marks: dict[str, float] = {}
+        finals: list[tuple[float, int]] = []  # when each transcript came: the next answer plays after it
         with routed_to(sink=phones):
             spk = Speaker(pulse_devices.output_device, st.tts.sample_rate)
             await spk.__aenter__()
@@ -171,6 +172,8 @@ def test_barge_in_with_headphones_stops_output_within_150ms(stack, pulse_devices
             async with Microphone(pulse_devices.input_device) as mic:
                 conv = _conversation(cfg, st, spk)
                 conv.add_listener(seen.append)
+                conv.add_listener(lambda e: finals.append((time.monotonic(), e.turn_id))
+                                  if isinstance(e, ev.TranscriptFinal) else None)
 
                 async def listen() -> None:
                     async for f in ears:
@@ -194,7 +197,10 @@ def test_barge_in_with_headphones_stops_output_within_150ms(stack, pulse_devices
         finally:
             ears.close()
             await spk.__aexit__(None, None, None)
-        return seen, heard, marks, tid, spoken
+        # the interruption's own answer (prepared during its hang-over, played at once) is not
+        # the interrupted one: keep what the headphones got before its transcript
+        cut = next(t for t, turn in finals if turn > tid)
+        return seen, [(t, f) for t, f in heard if t < cut], marks, tid, spoken
 
     try:
         seen, heard, marks, tid, spoken = loop.run_until_complete(go())
