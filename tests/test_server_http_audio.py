@@ -427,10 +427,13 @@ def test_translation_and_languages_with_a_multilingual_model(voice_server: Runni
         with german.open("rb") as fh:
             v = c.audio.translations.create(model="whisper-1", file=fh, response_format="verbose_json")
         assert v.language == "german" and v.task == "translate"  # type: ignore[attr-defined]
-        # Whisper-base's translation of espeak's German differs between CPUs (CI's heard "the day of
-        # the day" where this machine hears "the first day in Berlin"): assert English, not wording
+        # Whisper-base's translation of espeak's German differs between CPUs (CI has heard "the day of
+        # the day" and "we will meet again in the next couple of days"; this machine hears "good
+        # morning ... Berlin"): assert the answer is English, not its wording
         words = set(v.text.lower().replace(",", " ").replace(".", " ").split())
-        assert "morning" in words and not words & {"morgen", "heute", "ist", "das", "und"}, v.text
+        english = {"the", "a", "we", "is", "in", "and", "of", "to", "it", "will", "are", "good"}
+        german_words = {"der", "die", "das", "ist", "und", "wir", "heute", "morgen", "guten", "sehr", "den"}
+        assert len(words & english) >= 2 and not words & german_words, v.text
         with german.open("rb") as fh:
             de = c.audio.transcriptions.create(model="whisper-1", file=fh, language="de")
         assert "morgen" in de.text.lower(), de.text
