@@ -75,7 +75,7 @@ class Conversation(TurnLifecycle):
 
     def set_chain(self, chain: Chain) -> None:
         """Answer the next turn with ``chain`` (a new system prompt)."""
-        self._drop_ahead("chain replaced")  # an answer prepared ahead came from the old one
+        self._ahead.drop("chain replaced")  # an answer prepared ahead came from the old one
         self.chain = chain
 
     def set_muted(self, muted: bool) -> None:

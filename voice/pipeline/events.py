@@ -14,11 +14,15 @@ answer has been played, cancelled or failed. Order within one turn::
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Status = Literal["listening", "thinking", "speaking", "muted", "stopped"]
 
@@ -178,3 +182,23 @@ class Error(Event):
 
     stage: str
     message: str
+
+
+class Listeners:
+    """Callbacks called synchronously with every event, in the order added (keep them quick);
+    one that raises is logged and the others still get the event."""
+
+    def __init__(self) -> None:
+        self._fns: list[Callable[[Event], None]] = []
+
+    def add(self, fn: Callable[[Event], None]) -> None:
+        self._fns.append(fn)
+
+    def send(self, event: Event) -> None:
+        if log.isEnabledFor(logging.DEBUG) and not isinstance(event, (AudioOut, LlmDelta)):
+            log.debug("event %r", event)
+        for fn in self._fns:
+            try:
+                fn(event)
+            except Exception:  # a broken listener must not stop the conversation
+                log.exception("event listener failed")

@@ -9,21 +9,20 @@ assistant answers (barge-in), a typed line, or :meth:`TurnLifecycle.interrupt` (
 at once), then commit to memory only the text that was played. Parts return values (VAD events,
 transcripts, :class:`~voice.pipeline.answer.AnswerResult`); only this class acts on them.
 
-Preemptive answers (``pipeline.preemptive``): when silence starts, the early transcript feeds a
-*held* answer (LLM, chunker and TTS run; nothing reaches the sink, the listeners or memory). The
-hang-over's end releases it if the final transcript is that early one; speech resuming, a new
-utterance, an input reset, a typed line, an interrupt or close drop it without a trace (no
-event, no metrics; a debug log line): the user never saw that turn's answer begin.
+Preemptive answers (``pipeline.preemptive``, :class:`~voice.pipeline.ahead.AnswerAhead`): when
+silence starts, the early transcript feeds a *held* answer. The hang-over's end releases it if
+the final transcript is that early one; speech resuming, a new utterance, an input reset, a
+typed line, an interrupt or close drop it without a trace (no event, no metrics; a debug log
+line): the user never saw that turn's answer begin.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import numpy as np
 from voice.audio.pcm import SAMPLE_RATE
 from voice.audio.vad import FRAME_SAMPLES, SilenceStarted, SpeechEnded, SpeechResumed, SpeechStarted
 from voice.pipeline import events as ev
+from voice.pipeline.ahead import AnswerAhead, can_hold
 from voice.pipeline.answer import Answer, AnswerResult
 from voice.pipeline.hearing import Hearing, HearingEvent, InputReset, last_voiced
 from voice.pipeline.io import AudioSink
@@ -61,19 +61,6 @@ class LiveSettings:
     voice: str | None = None
 
 
-@dataclass
-class _Ahead:
-    """A preemptive answer: started from the early transcript, before the turn is confirmed."""
-
-    turn_id: int
-    early: asyncio.Task[Timed]
-    chain: Chain
-    waiter: asyncio.Task[None] | None = None
-    text: str = ""
-    answer: Answer | None = None
-    run: asyncio.Task[AnswerResult] | None = field(default=None, repr=False)
-
-
 class TurnLifecycle:
     """Turns and their answers for one conversation; ``hearing`` is its input side."""
 
@@ -90,11 +77,10 @@ class TurnLifecycle:
         self.metrics = MetricsSummary()
         self.status: ev.Status = "listening"
         self._echo_tail_s = cfg.pipeline.echo_tail_ms / 1000.0
-        self._listeners: list[Callable[[ev.Event], None]] = []
+        self._listeners = ev.Listeners()
         self._answer: Answer | None = None
         self._answer_task: asyncio.Task[None] | None = None
         self._preemptive = cfg.pipeline.preemptive
-        self._ahead: _Ahead | None = None
         self._user_turn: int | None = None
         self._user_timer: TurnTimer | None = None
         self._commit_task: asyncio.Task[Any] | None = None
@@ -103,6 +89,10 @@ class TurnLifecycle:
         self._bg = TaskSet()
         self._asr = Transcription(transcriber, language=cfg.asr.language, early=cfg.pipeline.early_transcribe,
                                   tasks=self._bg, on_done=self._notify)
+        self._ahead = AnswerAhead(self._bg, self._notify, run=self._run,
+                                  make=lambda tid, text: self._new_answer(
+                                      tid, text, TurnTimer(turn_id=tid, end=time.monotonic()), held=True),
+                                  wanted=lambda chain: self._answer is None and chain is self.chain)
         self._out_end = 0
         self._audible_until = 0.0
         self._closed = False
@@ -110,18 +100,12 @@ class TurnLifecycle:
 
     def add_listener(self, fn: Callable[[ev.Event], None]) -> None:
         """Call ``fn(event)`` synchronously for every event (keep it quick)."""
-        self._listeners.append(fn)
+        self._listeners.add(fn)
 
     def _emit(self, event: ev.Event) -> None:
         if isinstance(event, ev.TurnMetrics):
             self.metrics.add(event)
-        if log.isEnabledFor(logging.DEBUG) and not isinstance(event, (ev.AudioOut, ev.LlmDelta)):
-            log.debug("event %r", event)
-        for fn in self._listeners:
-            try:
-                fn(event)
-            except Exception:  # a broken listener must not stop the conversation
-                log.exception("event listener failed")
+        self._listeners.send(event)
         if isinstance(event, ev.PlaybackStarted) and self._answer is not None:
             self._set_status("speaking", event.turn_id)
 
@@ -157,7 +141,7 @@ class TurnLifecycle:
     def _reset_input(self, *, hearing: bool = True) -> None:
         if hearing:
             self.hearing.reset()
-        self._drop_ahead("input reset")
+        self._ahead.drop("input reset")
         self._asr.discard()
         if self._user_turn is not None and not self._pending:
             self._waits.end(self._user_turn)
@@ -173,13 +157,13 @@ class TurnLifecycle:
             if self._user_timer is not None:  # the audio ends with the first silent frame
                 end = last_voiced(event.audio, event.t, audio_end=event.t + FRAME_SAMPLES / SAMPLE_RATE)
                 self._user_timer.silence = self.hearing.wall_time(end)
-            early = self._asr.silence(event.audio)
-            if early is not None:
-                self._answer_ahead(early)
+            early, tid = self._asr.silence(event.audio), self._user_turn
+            if early is not None and self._may_answer_ahead() and tid is not None:
+                self._ahead.start(tid, early, self.chain)
         elif isinstance(event, SpeechResumed):
             if self._user_timer is not None:
                 self._user_timer.silence = None
-            self._drop_ahead("speech resumed")
+            self._ahead.drop("speech resumed")
             self._asr.discard()
         elif isinstance(event, SpeechEnded):
             if self._user_turn is None:  # e.g. an utterance cut short by muting
@@ -191,7 +175,7 @@ class TurnLifecycle:
             self._reset_input(hearing=False)
 
     def _begin_user_turn(self) -> int:
-        self._drop_ahead("new utterance")
+        self._ahead.drop("new utterance")
         if self._answer is not None:
             self.interrupt("barge_in")
         tid = self.turns.next()
@@ -213,11 +197,10 @@ class TurnLifecycle:
         vad = self.settings.vad
         tail = int((vad.min_silence_ms + vad.pre_roll_ms + 100) * SAMPLE_RATE / 1000)
         early = self._asr.take_early(int(audio.shape[0]), tail)
-        ahead = self._ahead
-        if ahead is not None and (ahead.turn_id != tid or ahead.answer is None or ahead.early is not early):
+        if not self._ahead.covers(tid, early):
             # other audio than the early transcript's (it is transcribed again), or the early
             # transcript is not ready yet (the answer then starts from it as usual, live)
-            self._drop_ahead("not the final transcript's audio")
+            self._ahead.drop("not the final transcript's audio")
         self._pending.spawn(self._transcribe_and_answer(tid, timer, audio, early), self._notify)
 
     async def commit_input(self) -> int | None:
@@ -258,15 +241,15 @@ class TurnLifecycle:
             self._emit(ev.Error(turn_id=tid, stage="asr", message=str(err)))
             self._set_status("listening", tid)
         finally:
-            if self._ahead is not None and self._ahead.turn_id == tid:  # not used
-                self._drop_ahead("turn not answered")
+            if self._ahead.pending_for(tid):  # not used
+                self._ahead.drop("turn not answered")
             if self._answer is None or self._answer.turn_id != tid:
                 self._waits.end(tid)
 
     async def submit_text(self, text: str) -> int:
         """A typed user turn (``--text``, the server's conversation.item.create): same chain and
         TTS path as speech. Cancels an answer in progress. Returns the turn id."""
-        self._drop_ahead("typed line")
+        self._ahead.drop("typed line")
         if self._answer is not None:
             self.interrupt("new_turn")
         tid = self.turns.next()
@@ -295,7 +278,7 @@ class TurnLifecycle:
     def _start_answer(self, tid: int, text: str, timer: TurnTimer) -> None:
         if self._release_ahead(tid, text, timer):
             return
-        self._drop_ahead("the transcript changed")
+        self._ahead.drop("the transcript changed")
         if self._answer is not None:
             self.interrupt("new_turn")
         answer = self._new_answer(tid, text, timer)
@@ -310,65 +293,25 @@ class TurnLifecycle:
 
     # ------------------------------------------------------------------ preemptive answers
 
-    def _answer_ahead(self, early: asyncio.Task[Timed]) -> None:
-        """Silence started and the early transcription runs: prepare the answer to it, held."""
-        self._drop_ahead("silence started again")
-        tid = self._user_turn
-        if (not self._preemptive or self.settings.manual or tid is None or self._answer is not None
-                or not callable(getattr(self.chain, "confirm", None))):  # a chain that cannot hold a turn
-            return
-        ahead = self._ahead = _Ahead(tid, early, self.chain)
-        ahead.waiter = self._bg.spawn(self._hold_answer(ahead), self._notify)
-
-    async def _hold_answer(self, ahead: _Ahead) -> None:
-        await asyncio.wait([ahead.early])  # not cancelling it with us: the turn's end may use it
-        if ahead.early.cancelled() or ahead.early.exception() is not None:
-            return
-        text = (ahead.early.result()[0].text or "").strip()
-        if not text or self._ahead is not ahead or self._answer is not None or self.chain is not ahead.chain:
-            return
-        answer = self._new_answer(ahead.turn_id, text, TurnTimer(turn_id=ahead.turn_id, end=time.monotonic()),
-                                  held=True)
-        ahead.text, ahead.answer = text, answer
-        ahead.run = self._bg.spawn(self._run(answer), self._notify)
-        log.debug("turn %d: answering ahead of the hang-over: %r", ahead.turn_id, text)
+    def _may_answer_ahead(self) -> bool:
+        self._ahead.drop("silence started again")
+        return (self._preemptive and not self.settings.manual and self._answer is None
+                and can_hold(self.chain))
 
     def _release_ahead(self, tid: int, text: str, timer: TurnTimer) -> bool:
         """The turn is confirmed with ``text``: play the answer prepared ahead, if it is for it."""
-        ahead = self._ahead
-        if ahead is None or ahead.turn_id != tid or ahead.text != text or ahead.answer is None or ahead.run is None:
+        held = self._ahead.take(tid, text, self.chain) if self._answer is None else None
+        if held is None:
             return False
-        if ahead.run.done() and (ahead.run.cancelled() or ahead.run.exception() is not None
-                                 or ahead.run.result().ended != "played"):
-            return False  # it failed: answer again, live
-        if self._answer is not None or self.chain is not ahead.chain:
-            return False
-        self._ahead = None
-        answer = ahead.answer
+        answer, run = held
         self.chain.confirm(tid)  # memory first: the held stream's answer goes on into it
         answer.timer.adopt(timer)
         self.turns.activate(tid)
         self._answer = answer
-        self._answer_task = self._bg.spawn(self._answer_turn(answer, ahead.run), self._notify)
+        self._answer_task = self._bg.spawn(self._answer_turn(answer, run), self._notify)
         answer.release()
         log.debug("turn %d: the answer prepared ahead is released", tid)
         return True
-
-    def _drop_ahead(self, why: str) -> None:
-        """Throw the preemptive answer away: nothing was played, memory forgets it, the LLM
-        stream is closed (the request aborted) as its task is cancelled."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return
-        if ahead.waiter is not None:
-            ahead.waiter.cancel()
-        if ahead.answer is not None:
-            ahead.answer.stop()  # it wrote nothing: the sink is not touched
-            with contextlib.suppress(Exception):
-                ahead.chain.discard(ahead.turn_id)
-        if ahead.run is not None:
-            ahead.run.cancel()
-        log.debug("turn %d: the answer prepared ahead is dropped (%s)", ahead.turn_id, why)
 
     # ------------------------------------------------------------------ answers
 
@@ -383,7 +326,7 @@ class TurnLifecycle:
             self._emit(ev.Error(turn_id=result.turn_id, stage=result.stage, message=str(result.error)))
             answer.timer.cancelled = True
         if result.ended == "played" or result.llm_started:
-            self._commit(result)
+            commit_spoken(self.chain, result)
         self._finish(answer)
 
     def _finish(self, answer: Answer) -> None:
@@ -402,7 +345,7 @@ class TurnLifecycle:
     def interrupt(self, reason: str = "cancelled") -> str | None:
         """Stop the current answer now: clear the sink, cancel LLM and TTS, commit to memory only
         what was played. Returns that text (None when nothing was being answered)."""
-        self._drop_ahead(reason)
+        self._ahead.drop(reason)
         answer, task = self._answer, self._answer_task
         if answer is None:
             return None
@@ -424,24 +367,9 @@ class TurnLifecycle:
         self._audible_until = 0.0
         # commit once the LLM stream is closed (the chain records the full answer on close)
         result = AnswerResult(tid, answer.generated, spoken, "stopped", llm_started=answer.llm_started)
-        self._commit_task = self._pending.spawn(self._commit_after(task, result), self._notify)
+        self._commit_task = self._pending.spawn(commit_when_closed(self.chain, task, result, self._waits),
+                                                self._notify)
         return spoken
-
-    async def _commit_after(self, task: asyncio.Task[None] | None, result: AnswerResult) -> None:
-        try:
-            if task is not None:
-                await asyncio.wait([task], timeout=5.0)
-            if result.llm_started:
-                self._commit(result)
-        finally:
-            self._waits.end(result.turn_id)
-
-    def _commit(self, result: AnswerResult) -> None:
-        """Memory keeps what was heard (all of it in text-only mode)."""
-        try:
-            self.chain.commit_assistant(result.turn_id, result.spoken)
-        except Exception as err:
-            log.warning("memory commit for turn %d failed: %s", result.turn_id, err)
 
     async def aclose(self, grace_s: float = 3.0) -> None:
         """Cancel everything in flight (answer, transcriptions)."""
@@ -450,3 +378,24 @@ class TurnLifecycle:
         await TaskSet.cancel_all(grace_s, self._pending, self._bg)
         self._waits.end_all()
         self._set_status("stopped", self.turns.last)
+
+
+def commit_spoken(chain: Chain, result: AnswerResult) -> None:
+    """Memory keeps what was heard (all of it in text-only mode)."""
+    try:
+        chain.commit_assistant(result.turn_id, result.spoken)
+    except Exception as err:
+        log.warning("memory commit for turn %d failed: %s", result.turn_id, err)
+
+
+async def commit_when_closed(chain: Chain, task: asyncio.Task[None] | None, result: AnswerResult,
+                             waits: TurnWaits) -> None:
+    """An interrupted answer's memory, once its LLM stream is closed (the chain records the full
+    answer on close); then its turn is over."""
+    try:
+        if task is not None:
+            await asyncio.wait([task], timeout=5.0)
+        if result.llm_started:
+            commit_spoken(chain, result)
+    finally:
+        waits.end(result.turn_id)
