@@ -168,3 +168,26 @@ def test_no_microphone_at_all_is_one_line_error():
     assert lines == [lines[0]] and lines[0].startswith("voice: error: no microphone")
     assert "voice transcribe FILE" in lines[0]
     assert "Traceback" not in r.stderr
+
+
+async def test_speaker_wakes_waiters_when_playback_reaches_a_sample_and_on_clear(pulse_devices):
+    async with Microphone(pulse_devices.input_device) as mic:  # a reader keeps the null sink running
+        rec = Recorder(mic)
+        await rec.wait_samples(5 * 512)
+        async with Speaker(pulse_devices.output_device, sample_rate=SR, max_buffer_s=5.0) as spk:
+            t0 = time.monotonic()
+            await spk.write(tone(1.0))
+            played = await asyncio.wait_for(spk.wait_played(SR // 2), 5)
+            took = time.monotonic() - t0
+            waiter = asyncio.create_task(spk.wait_played(10 * SR))  # beyond anything written
+            await asyncio.sleep(0.1)
+            pending = not waiter.done()
+            t1 = time.monotonic()
+            spk.clear()
+            woken = await asyncio.wait_for(waiter, 1)
+            wake_s = time.monotonic() - t1
+        await rec.stop()
+    assert SR // 2 <= played < SR  # woken near the half, not at the end
+    assert 0.4 < took < 0.9, took
+    assert pending and woken < 10 * SR  # a clear wakes it at once
+    assert wake_s < 0.1, wake_s

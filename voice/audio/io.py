@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
 import time
@@ -274,6 +275,32 @@ class Microphone:
             self._wakeup.set()
 
 
+class Wakers:
+    """Futures of tasks waiting for a change, all woken at once (event-loop thread only)."""
+
+    def __init__(self) -> None:
+        self._futs: list[asyncio.Future[None]] = []
+
+    async def wait(self, at_most: float | None = None) -> None:
+        """Until :meth:`wake`, or ``at_most`` seconds."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._futs.append(fut)
+        try:
+            await asyncio.wait([fut], timeout=None if at_most is None else max(0.0, at_most))
+        finally:
+            if fut in self._futs:
+                self._futs.remove(fut)
+
+    def wake(self) -> None:
+        futs, self._futs = self._futs, []
+        for fut in futs:
+            if not fut.done():
+                fut.set_result(None)
+
+    def __bool__(self) -> bool:
+        return bool(self._futs)
+
+
 class Speaker:
     """Async context manager that plays float32 mono audio at ``sample_rate``.
 
@@ -322,6 +349,9 @@ class Speaker:
         self._resampler: Any = None
         self.first_sample_time: float | None = None
         self._audible_until = 0.0  # monotonic time the last handed sample is heard
+        self._progress = Wakers()  # tasks in wait_played (event-loop thread)
+        self._wake_at: int | None = None  # device samples played at which the callback wakes them
+        self._clears = 0
 
     async def __aenter__(self) -> Speaker:
         self.open()
@@ -403,7 +433,10 @@ class Speaker:
             if first:
                 self._first_pending = False
             empty = self._buffered == 0
-            notify = (n > 0 and (first or self._waiting or empty))
+            wake = self._wake_at is not None and self._played >= self._wake_at
+            if wake:
+                self._wake_at = None
+            notify = (n > 0 and (first or self._waiting or empty)) or wake
         if n < frames:
             out[n:] = 0.0
         if n:
@@ -427,6 +460,20 @@ class Speaker:
             if self.on_first_sample is not None:
                 self.on_first_sample()
         self._update_events()
+        self._progress.wake()
+
+    async def wait_played(self, samples: int) -> int:
+        """``played_samples`` once it reaches ``samples`` (woken from the device callback), or
+        after :meth:`clear` or :meth:`close`; bound it with ``asyncio.timeout``."""
+        clears = self._clears
+        target = math.ceil(samples * self.device_rate / self.sample_rate)
+        while self._clears == clears and self._stream is not None:
+            with self._lock:
+                if self._played >= target:
+                    break
+                self._wake_at = target if self._wake_at is None else min(self._wake_at, target)
+            await self._progress.wait()
+        return self.played_samples
 
     def _update_events(self) -> None:
         limit = self.max_buffer_s * self.device_rate
@@ -466,6 +513,8 @@ class Speaker:
             self._offset = 0
             self._buffered = 0
             self._first_pending = True
+        self._clears += 1
+        self._progress.wake()
         if self._resampler is not None:
             from voice.audio.resample import StreamResampler
 
@@ -511,6 +560,7 @@ class Speaker:
             self._buffered = 0
         self._space.set()
         self._empty.set()
+        self._progress.wake()
 
 
 async def play(audio: np.ndarray, sample_rate: int, device: str | int | None = None) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from voice.pipeline import events as ev
 from voice.pipeline.hearing import to_rate
-from voice.pipeline.io import AudioSink
+from voice.pipeline.io import AudioSink, wait_played
 from voice.pipeline.metrics import TurnTimer
 from voice.pipeline.turns import PlaybackLedger
 from voice.tts.base import CancelToken
@@ -287,7 +287,9 @@ class Answer:
             if self.ledger.played(self.sink.played_samples) > self._lead:  # the first sound is out
                 self._played_first()
                 return
-            await asyncio.sleep(0.005)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STALL_S):
+                    await wait_played(self.sink, self.ledger.start + self._lead + 1)
 
     def _played_first(self) -> None:
         if self.timer.first_played is None:
@@ -297,17 +299,17 @@ class Answer:
     async def _wait_played(self) -> None:
         if self.sink is None or not self.ledger.written:
             return
-        tol = int(END_TOLERANCE_S * self.sink.sample_rate)
-        last, last_t = -1, time.monotonic()
+        end = self.ledger.end - int(END_TOLERANCE_S * self.sink.sample_rate)
         while self._live:
-            played = self.sink.played_samples
-            if played >= self.ledger.end - tol:
+            before = self.sink.played_samples
+            if before >= end:
                 self._played_first()
                 return
-            if played != last:
-                last, last_t = played, time.monotonic()
-            elif time.monotonic() - last_t > STALL_S:
-                log.warning("sink stopped playing (%d of %d samples); going on", played, self.ledger.end)
-                self.out_end = played
-                return
-            await asyncio.sleep(0.01)
+            try:
+                async with asyncio.timeout(STALL_S):
+                    await wait_played(self.sink, end)
+            except TimeoutError:
+                if self.sink.played_samples == before:
+                    log.warning("sink stopped playing (%d of %d samples); going on", before, self.ledger.end)
+                    self.out_end = before
+                    return

@@ -1,9 +1,11 @@
 """Where the pipeline's audio comes from and goes to, other than real devices.
 
 :class:`AudioSink` is what the conversation writes to: :class:`voice.audio.io.Speaker` fits it,
-so do :class:`FileSink` here and the WebSocket server's socket sink. Sources are any async
-iterator of float32 16 kHz mono frames: a Microphone, :func:`array_frames` for a file, or a
-socket reader.
+so do :class:`FileSink` here and the WebSocket server's socket sink. A sink that can also say
+when playback reaches a sample (:class:`PlaybackProgress`: the Speaker from its device
+callback, the others from :class:`WallClock`) is awaited instead of polled. Sources are any
+async iterator of float32 16 kHz mono frames: a Microphone, :func:`array_frames` for a file, or
+a socket reader.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from voice.audio.io import Wakers
 
 
 @runtime_checkable
@@ -33,6 +37,73 @@ class AudioSink(Protocol):
     def played_samples(self) -> int: ...
 
 
+@runtime_checkable
+class PlaybackProgress(Protocol):
+    """A sink that pushes playback progress instead of being polled."""
+
+    async def wait_played(self, samples: int) -> int:
+        """Return ``played_samples`` once it reaches ``samples`` or the output is cleared or
+        closed (callers bound the wait with ``asyncio.timeout``)."""
+        ...
+
+
+class WallClock:
+    """Samples "played" at wall-clock speed, for sinks that cannot see their listener (a file
+    played in real time, a socket): the clock starts with the first sample handed over while
+    nothing was playing, and never runs past what was handed over."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        #: Samples handed over so far.
+        self.queued = 0
+        self._base = 0  # played count when the clock last started
+        self._t0: float | None = None
+        self._clears = 0
+        self._wakers = Wakers()
+
+    @property
+    def played(self) -> int:
+        if self._t0 is None:
+            return min(self.queued, self._base)
+        return min(self.queued, self._base + int((time.monotonic() - self._t0) * self.rate))
+
+    def add(self, samples: int) -> None:
+        played = self.played
+        if self._t0 is None or played >= self.queued:  # idle: the clock restarts
+            self._base, self._t0 = played, time.monotonic()
+        self.queued += samples
+        self._wakers.wake()
+
+    def clear(self) -> int:
+        """Forget what has not played yet; returns how many samples that was."""
+        played = self.played
+        dropped = self.queued - played
+        self.queued = self._base = played
+        self._t0 = None
+        self._clears += 1
+        self._wakers.wake()
+        return max(0, dropped)
+
+    async def wait_played(self, samples: int) -> int:
+        clears = self._clears
+        while (played := self.played) < samples and self._clears == clears:
+            ahead = min(samples, self.queued) - played  # what can play towards it now
+            # until that has played, or (nothing queued) until more audio or a clear comes
+            await self._wakers.wait(ahead / self.rate + 0.001 if ahead > 0 else None)
+        return self.played
+
+
+async def wait_played(sink: AudioSink, samples: int, poll_s: float = 0.01) -> int:
+    """``sink``'s :meth:`PlaybackProgress.wait_played` when it has one; otherwise its
+    ``played_samples`` polled every ``poll_s`` (a sink from elsewhere). Bound it with
+    ``asyncio.timeout``: a sink that stops playing never gets there."""
+    if isinstance(sink, PlaybackProgress):
+        return await sink.wait_played(samples)
+    while (played := sink.played_samples) < samples:  # noqa: ASYNC110 - a sink with no way to tell
+        await asyncio.sleep(poll_s)
+    return played
+
+
 class FileSink:
     """Collects the assistant's audio and writes one file on :meth:`close` (atomic).
 
@@ -49,22 +120,20 @@ class FileSink:
         #: Silence put between turns in the file.
         self.gap_s = gap_s
         self._chunks: list[np.ndarray] = []
-        self._written = 0
-        self._base = 0  # realtime: played count at _t0
-        self._t0: float | None = None
-        self._last_end = 0
+        self._clock = WallClock(sample_rate)
 
     @property
     def written_samples(self) -> int:
-        return self._written
+        return self._clock.queued
 
     @property
     def played_samples(self) -> int:
+        return self._clock.played if self.realtime else self._clock.queued
+
+    async def wait_played(self, samples: int) -> int:
         if not self.realtime:
-            return self._written
-        if self._t0 is None:
-            return self._base
-        return min(self._written, self._base + int((time.monotonic() - self._t0) * self.sample_rate))
+            return self._clock.queued
+        return await self._clock.wait_played(samples)
 
     def mark_turn(self) -> None:
         """Put a short silence before the next turn's audio (file only; not counted)."""
@@ -73,22 +142,17 @@ class FileSink:
 
     async def write(self, chunk: np.ndarray) -> None:
         audio = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        if self.realtime:
-            played = self.played_samples
-            if played >= self._written:  # idle: the clock restarts with this chunk
-                self._base, self._t0 = played, time.monotonic()
         # queued at once (like a device buffer), then backpressure while more than 2 s is queued
         self._chunks.append(audio)
-        self._written += audio.shape[0]
+        self._clock.add(audio.shape[0])
         if self.realtime:
-            excess = self._written - self.played_samples - 2 * self.sample_rate
+            excess = self._clock.queued - self._clock.played - 2 * self.sample_rate
             if excess > 0:
                 await asyncio.sleep(excess / self.sample_rate)
 
     def clear(self) -> int:
         """Drop the part not played yet (realtime only; otherwise everything is already out)."""
-        played = self.played_samples
-        drop = self._written - played
+        drop = self._clock.queued - self.played_samples
         if drop <= 0:
             return 0
         keep: list[np.ndarray] = []
@@ -99,9 +163,7 @@ class FileSink:
             keep.append(c[:left])
             left -= c.shape[0]
         self._chunks = keep
-        self._written = played
-        self._base, self._t0 = played, None
-        return drop
+        return self._clock.clear()
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)

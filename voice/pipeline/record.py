@@ -23,7 +23,7 @@ import numpy as np
 
 from voice.audio.pcm import SAMPLE_RATE
 from voice.pipeline.hearing import to_rate
-from voice.pipeline.io import AudioSink
+from voice.pipeline.io import AudioSink, wait_played
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,9 @@ class RecordingSink:
     @property
     def played_samples(self) -> int:
         return self.sink.played_samples
+
+    async def wait_played(self, samples: int) -> int:
+        return await wait_played(self.sink, samples)
 
     async def write(self, chunk: np.ndarray) -> None:
         audio = np.asarray(chunk, dtype=np.float32).reshape(-1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voice.audio.pcm import float_to_pcm16
+from voice.pipeline.io import WallClock
 
 
 class OutboxFull(Exception):
@@ -142,15 +143,14 @@ class SocketSink:
         self.sample_rate = sample_rate
         self.encode = encode
         self._queued = 0  # samples handed to the outbox
-        self._sent = 0  # samples written to the socket
-        self._base = 0
-        self._t0: float | None = None
+        self._clock = WallClock(sample_rate)  # counts the samples written to the socket
 
     @property
     def played_samples(self) -> int:
-        if self._t0 is None:
-            return min(self._sent, self._base)
-        return min(self._sent, self._base + int((time.monotonic() - self._t0) * self.sample_rate))
+        return self._clock.played
+
+    async def wait_played(self, samples: int) -> int:
+        return await self._clock.wait_played(samples)
 
     async def write(self, chunk: np.ndarray) -> None:
         pcm = float_to_pcm16(chunk)
@@ -164,15 +164,12 @@ class SocketSink:
 
     def on_sent(self, samples: int) -> None:
         """The writer put ``samples`` of audio on the socket."""
-        now = time.monotonic()
-        if self._t0 is None or self.played_samples >= self._sent:  # idle: the clock restarts
-            self._base, self._t0 = self.played_samples, now
-        self._sent += samples
+        self._clock.add(samples)
 
     def clear(self) -> int:
         played = self.played_samples
         self.outbox.purge_audio()
         dropped = self._queued - played
-        self._queued = self._sent = self._base = played
-        self._t0 = None
+        self._queued = played
+        self._clock.clear()
         return max(0, dropped)
