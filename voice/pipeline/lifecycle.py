@@ -14,6 +14,10 @@ Preemptive answers (``pipeline.preemptive``): when silence starts, the early tra
 hang-over's end releases it if the final transcript is that early one; speech resuming, a new
 utterance, an input reset, a typed line, an interrupt or close drop it without a trace (no
 event, no metrics; a debug log line): the user never saw that turn's answer begin.
+
+End of turn by model (``vad.end_of_turn = "smart_turn"``): when silence starts, Smart Turn
+(:mod:`voice.audio.smart_turn`, in a thread) hears the utterance so far; if it says complete,
+hearing ends this silence after ``vad.smart_turn_silence_ms`` instead of ``vad.min_silence_ms``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from voice.pipeline.turns import TaskSet, TurnCounter, TurnWaits
 
 if TYPE_CHECKING:
     from voice.asr.base import Transcriber
+    from voice.audio.smart_turn import SmartTurn
     from voice.config import Config, VadConfig
     from voice.llm.chain import Chain
 
@@ -107,6 +112,26 @@ class TurnLifecycle:
         self._audible_until = 0.0
         self._closed = False
         self._changed = asyncio.Event()
+        self._smart_turn: SmartTurn | None = None
+        if settings.vad.end_of_turn == "smart_turn":
+            self._turn_model()  # a missing model fails here, not at the first silence
+
+    def _turn_model(self) -> SmartTurn:
+        if self._smart_turn is None:
+            from voice.audio.smart_turn import load_smart_turn
+            from voice.models import registry_for
+
+            self._smart_turn = load_smart_turn(registry_for(self.cfg))  # the ONNX loads on first use
+        return self._smart_turn
+
+    async def _end_of_turn(self, tid: int, event: SilenceStarted) -> None:
+        """Smart Turn: end the silence that began at ``event.t`` early if the turn is complete."""
+        vad = self.settings.vad
+        p = await asyncio.to_thread(self._turn_model().predict, event.audio)
+        early = p >= vad.smart_turn_threshold and self._user_turn == tid
+        if early:
+            early = self.hearing.shorten_hangover(min(vad.smart_turn_silence_ms, vad.min_silence_ms), event.t)
+        log.debug("smart turn: turn %d complete p=%.3f, hang-over shortened: %s", tid, p, early)
 
     def add_listener(self, fn: Callable[[ev.Event], None]) -> None:
         """Call ``fn(event)`` synchronously for every event (keep it quick)."""
@@ -176,6 +201,8 @@ class TurnLifecycle:
             early = self._asr.silence(event.audio)
             if early is not None:
                 self._answer_ahead(early)
+            if self.settings.vad.end_of_turn == "smart_turn" and self._user_turn is not None and event.audio.size:
+                self._bg.spawn(self._end_of_turn(self._user_turn, event), self._notify)
         elif isinstance(event, SpeechResumed):
             if self._user_timer is not None:
                 self._user_timer.silence = None

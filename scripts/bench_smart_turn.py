@@ -1,0 +1,214 @@
+"""Does Smart Turn v3.2 let the silence hang-over shrink without cutting people off?
+
+On every clip of ``transcripts.tsv`` (default /work/shared/data/speech) this builds three kinds of
+case, each run through the real endpointer (Silero VAD + state machine) with 1.5 s of silence
+after it, and asks the model at each ``SilenceStarted`` (on the event's audio plus ``--delays`` ms
+of the silence that followed):
+
+- ``end``: the whole clip; its last silence is a real end of turn (label complete);
+- ``cut``: the clip cut after a word in the middle of the sentence (faster-whisper word
+  timestamps; a 20 ms fade, then silence): a speaker stopping mid-sentence (label incomplete);
+- ``pause``: a silence inside a whole clip after which speech resumed (label incomplete), with
+  its real length.
+
+Prints JSON: accuracy / precision / recall of "complete" at ``--threshold``, per-call latency
+(one thread), and the endpointing trade-off: for each short hang-over H with Smart Turn (the
+turn ends at max(H, delay + model time) when the model says complete, else at
+vad.min_silence_ms) against min_silence_ms alone: how many ends it shortens and by how much, how
+many mid-sentence stops it would end (a speaker pausing longer than H there is cut off), and how
+many real pauses it cuts. Run: ``python scripts/bench_smart_turn.py [--asr whisper-base]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TAIL_S = 1.5
+FADE_S = 0.02
+
+
+@dataclass
+class Case:
+    clip: str
+    kind: str  # end | cut | pause
+    #: The utterance audio the model sees at silence start (from the endpointer's event).
+    audio: np.ndarray
+    #: The stream after the silence start (to add the delay's audio).
+    after: np.ndarray
+    #: pause: how long the silence lasted before speech resumed (s); end/cut: None (open).
+    pause_s: float | None = None
+    text: str = ""
+
+
+def stats(ms: list[float]) -> dict[str, float]:
+    xs = sorted(ms)
+    return {"n": len(xs), "p50": round(statistics.median(xs), 1),
+            "p95": round(xs[int(0.95 * (len(xs) - 1))], 1), "max": round(xs[-1], 1)}
+
+
+def silences(audio: np.ndarray, vad_cfg: Any, session: Any) -> list[tuple[Any, float | None]]:
+    """Each SilenceStarted of ``audio`` + tail, with the silence's length when speech resumed."""
+    from voice.audio.vad import Endpointer, SilenceStarted, SileroVad, SpeechResumed
+
+    ep = Endpointer(vad_cfg, SileroVad(session))
+    stream = np.concatenate([audio, np.zeros(int(TAIL_S * 16000), np.float32)])
+    out: list[tuple[Any, float | None]] = []
+    for ev in ep.process(stream) + ep.flush():
+        if isinstance(ev, SilenceStarted):
+            out.append((ev, None))
+        elif isinstance(ev, SpeechResumed) and out:
+            out[-1] = (out[-1][0], ev.t - out[-1][0].t)
+    return out
+
+
+def cut_points(words: list[Any], n_words: int) -> list[tuple[int, float]]:
+    """Word indices in the middle of the sentence to cut after, and the cut time (s)."""
+    if n_words < 4:
+        return []
+    picks = sorted({round(n_words * f) - 1 for f in ((1 / 3, 1 / 2, 2 / 3) if n_words >= 6 else (1 / 2,))})
+    out = []
+    for i in picks:
+        if i <= 0 or i >= n_words - 1 or words[i].word.strip()[-1:] in ".?!":
+            continue
+        gap_end = words[i + 1].start
+        out.append((i, min(words[i].end + 0.03, (words[i].end + gap_end) / 2)))
+    return out
+
+
+def build_cases(data: Path, asr: str, registry: Any, vad_cfg: Any, session: Any) -> tuple[list[Case], list[dict]]:
+    from faster_whisper import WhisperModel
+
+    from voice.audio.files import load_audio
+
+    model = WhisperModel(str(registry.resolve(asr, kind="asr", progress=False).path), device="cpu",
+                         compute_type="int8", cpu_threads=2)
+    cases: list[Case] = []
+    gaps: list[dict] = []
+    with (data / "transcripts.tsv").open() as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    for row in rows:
+        audio = load_audio(str(data / row["file"]), 16000)
+        segs, _ = model.transcribe(audio, language="en", word_timestamps=True, beam_size=5)
+        words = [w for s in segs for w in (s.words or [])]
+        for a, b in zip(words, words[1:], strict=False):
+            if b.start - a.end > 0.2:
+                gaps.append({"clip": row["file"], "after": a.word.strip(), "gap_ms": round((b.start - a.end) * 1000)})
+        sil = silences(audio, vad_cfg, session)
+        stream = np.concatenate([audio, np.zeros(int(TAIL_S * 16000), np.float32)])
+        for k, (ev, pause) in enumerate(sil):
+            kind = "end" if k == len(sil) - 1 else "pause"
+            cases.append(Case(row["file"], kind, ev.audio, stream[int(ev.t * 16000):], pause, row["transcript"]))
+        for i, t in cut_points(words, len(words)):
+            n = int(t * 16000)
+            part = audio[:n].copy()
+            fade = min(int(FADE_S * 16000), n)
+            part[n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
+            csil = silences(part, vad_cfg, session)
+            if not csil:
+                continue
+            ev, _ = csil[-1]
+            cstream = np.concatenate([part, np.zeros(int(TAIL_S * 16000), np.float32)])
+            text = "".join(w.word for w in words[: i + 1]).strip()
+            cases.append(Case(row["file"], "cut", ev.audio, cstream[int(ev.t * 16000):], None, text + " ..."))
+    return cases, gaps
+
+
+def main() -> int:
+    from voice.audio.smart_turn import load_smart_turn
+    from voice.audio.vad import load_silero_session
+    from voice.config import load_config
+    from voice.models import registry_for
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"))
+    ap.add_argument("--asr", default="whisper-base", help="model for word timestamps (registry name)")
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--delays", default="0,100,200", help="ms of silence the model also hears")
+    ap.add_argument("--hangovers", default="200,300,400", help="short hang-overs (ms) to simulate")
+    ap.add_argument("--cases", action="store_true", help="list every case with its probabilities")
+    args = ap.parse_args()
+    cfg = load_config(environ={})
+    registry = registry_for(cfg)
+    # Long hang-over: every pause inside a clip shows as SilenceStarted ... SpeechResumed.
+    vad_cfg = replace(cfg.vad, min_silence_ms=int(TAIL_S * 1000) - 100)
+    turn = load_smart_turn(registry)
+    cases, gaps = build_cases(Path(args.data), args.asr, registry, vad_cfg, load_silero_session())
+    delays = [int(d) for d in args.delays.split(",")]
+    hangovers = [int(h) for h in args.hangovers.split(",")]
+    base_ms = cfg.vad.min_silence_ms
+
+    lat: list[float] = []
+    probs: dict[int, list[float]] = {d: [] for d in delays}
+    turn.predict(cases[0].audio)  # load
+    for c in cases:
+        for d in delays:
+            x = np.concatenate([c.audio, c.after[: d * 16]])
+            t0 = time.perf_counter()
+            probs[d].append(turn.predict(x))
+            lat.append((time.perf_counter() - t0) * 1000)
+    lat_s = stats(lat)
+    thr = args.threshold
+    out: dict[str, Any] = {
+        "clips": len({c.clip for c in cases}),
+        "cases": {k: sum(c.kind == k for c in cases) for k in ("end", "cut", "pause")},
+        "threshold": thr,
+        "latency_ms_threads1": lat_s,
+        "word_gaps_over_200ms": gaps,
+        "baseline_min_silence_ms": base_ms,
+        "by_delay": {},
+    }
+    for d in delays:
+        ps = probs[d]
+        said = [p >= thr for p in ps]
+        label = [c.kind == "end" for c in cases]
+        tp = sum(s and lab for s, lab in zip(said, label, strict=True))
+        fp = sum(s and not lab for s, lab in zip(said, label, strict=True))
+        fn = sum(not s and lab for s, lab in zip(said, label, strict=True))
+        row: dict[str, Any] = {
+            "accuracy": round(sum(s == lab for s, lab in zip(said, label, strict=True)) / len(cases), 3),
+            "precision_complete": round(tp / (tp + fp), 3) if tp + fp else None,
+            "recall_complete": round(tp / (tp + fn), 3) if tp + fn else None,
+            "p_median": {k: round(statistics.median([p for p, c in zip(ps, cases, strict=True) if c.kind == k]), 3)
+                         for k in ("end", "cut", "pause") if any(c.kind == k for c in cases)},
+            "hangover": {},
+        }
+        for h in hangovers:
+            ready = max(h, d + lat_s["p50"])  # the turn can end only once the model has answered
+            ends = [(s, c) for s, c in zip(said, cases, strict=True) if c.kind == "end"]
+            saved = [base_ms - ready if s else 0.0 for s, _ in ends]
+            pauses = [(s, c) for s, c in zip(said, cases, strict=True) if c.kind == "pause"]
+            row["hangover"][str(h)] = {
+                "turn_ends_at_ms_when_complete": round(ready),
+                "ends_shortened": f"{sum(s for s, _ in ends)}/{len(ends)}",
+                "mean_saved_ms_per_end": round(statistics.fmean(saved)) if saved else 0,
+                "mid_sentence_stops_ended": f"{sum(s for s, c in zip(said, cases, strict=True) if c.kind == 'cut')}"
+                                            f"/{sum(c.kind == 'cut' for c in cases)}",
+                "real_pauses_cut_smart_turn": sum(1 for s, c in pauses if c.pause_s is not None
+                                                  and (c.pause_s * 1000 >= base_ms or (s and c.pause_s * 1000 >= ready))),
+                "real_pauses_cut_baseline": sum(1 for _, c in pauses if c.pause_s is not None
+                                                and c.pause_s * 1000 >= base_ms),
+                "real_pauses": len(pauses),
+            }
+        out["by_delay"][str(d)] = row
+    if args.cases:
+        out["case_list"] = [
+            {"clip": c.clip, "kind": c.kind, "text": c.text if c.kind == "cut" else "",
+             "pause_ms": None if c.pause_s is None else round(c.pause_s * 1000),
+             "p": {str(d): round(probs[d][i], 3) for d in delays}}
+            for i, c in enumerate(cases)
+        ]
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
