@@ -11,7 +11,7 @@ of the silence that followed):
 - ``pause``: a silence inside a whole clip after which speech resumed (label incomplete), with
   its real length.
 
-Prints JSON: accuracy / precision / recall of "complete" at ``--threshold``, per-call latency
+Prints JSON: accuracy / precision / recall of "complete" at each of ``--thresholds``, per-call latency
 (one thread), and the endpointing trade-off: for each short hang-over H with Smart Turn (the
 turn ends at max(H, delay + model time) when the model says complete, else at
 vad.min_silence_ms) against min_silence_ms alone: how many ends it shortens and by how much, how
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 TAIL_S = 1.5
+KINDS = ("end", "end_trimmed", "cut", "pause")
 FADE_S = 0.02
 
 
@@ -84,6 +85,20 @@ def cut_points(words: list[Any], n_words: int) -> list[tuple[int, float]]:
     return out
 
 
+def cut_case(clip: str, kind: str, audio: np.ndarray, t: float, vad_cfg: Any, session: Any) -> Case | None:
+    """``audio`` up to ``t`` (a 20 ms fade), then silence: the case at its last SilenceStarted."""
+    n = int(t * 16000)
+    part = audio[:n].copy()
+    fade = min(int(FADE_S * 16000), n)
+    part[n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
+    sil = silences(part, vad_cfg, session)
+    if not sil:
+        return None
+    ev, _ = sil[-1]
+    stream = np.concatenate([part, np.zeros(int(TAIL_S * 16000), np.float32)])
+    return Case(clip, kind, ev.audio, stream[int(ev.t * 16000):])
+
+
 def build_cases(data: Path, asr: str, registry: Any, vad_cfg: Any, session: Any) -> tuple[list[Case], list[dict]]:
     from faster_whisper import WhisperModel
 
@@ -107,18 +122,14 @@ def build_cases(data: Path, asr: str, registry: Any, vad_cfg: Any, session: Any)
         for k, (ev, pause) in enumerate(sil):
             kind = "end" if k == len(sil) - 1 else "pause"
             cases.append(Case(row["file"], kind, ev.audio, stream[int(ev.t * 16000):], pause, row["transcript"]))
-        for i, t in cut_points(words, len(words)):
-            n = int(t * 16000)
-            part = audio[:n].copy()
-            fade = min(int(FADE_S * 16000), n)
-            part[n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-            csil = silences(part, vad_cfg, session)
-            if not csil:
-                continue
-            ev, _ = csil[-1]
-            cstream = np.concatenate([part, np.zeros(int(TAIL_S * 16000), np.float32)])
-            text = "".join(w.word for w in words[: i + 1]).strip()
-            cases.append(Case(row["file"], "cut", ev.audio, cstream[int(ev.t * 16000):], None, text + " ..."))
+        cuts = [(i, t, "cut") for i, t in cut_points(words, len(words))]
+        if words:  # the whole sentence processed like the cuts: fade after its last word, silence
+            cuts.append((len(words) - 1, min(words[-1].end + 0.03, audio.shape[0] / 16000), "end_trimmed"))
+        for i, t, kind in cuts:
+            case = cut_case(row["file"], kind, audio, t, vad_cfg, session)
+            if case is not None:
+                case.text = "".join(w.word for w in words[: i + 1]).strip() + (" ..." if kind == "cut" else "")
+                cases.append(case)
     return cases, gaps
 
 
@@ -131,7 +142,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"))
     ap.add_argument("--asr", default="whisper-base", help="model for word timestamps (registry name)")
-    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--thresholds", default="0.5,0.7,0.9", help="probabilities of complete to try")
     ap.add_argument("--delays", default="0,100,200", help="ms of silence the model also hears")
     ap.add_argument("--hangovers", default="200,300,400", help="short hang-overs (ms) to simulate")
     ap.add_argument("--cases", action="store_true", help="list every case with its probabilities")
@@ -156,29 +167,31 @@ def main() -> int:
             probs[d].append(turn.predict(x))
             lat.append((time.perf_counter() - t0) * 1000)
     lat_s = stats(lat)
-    thr = args.threshold
+    thresholds = [float(x) for x in args.thresholds.split(",")]
     out: dict[str, Any] = {
         "clips": len({c.clip for c in cases}),
-        "cases": {k: sum(c.kind == k for c in cases) for k in ("end", "cut", "pause")},
-        "threshold": thr,
+        "cases": {k: sum(c.kind == k for c in cases) for k in KINDS},
         "latency_ms_threads1": lat_s,
         "word_gaps_over_200ms": gaps,
         "baseline_min_silence_ms": base_ms,
-        "by_delay": {},
+        "by_delay_and_threshold": {},
     }
-    for d in delays:
+    for d, thr in ((d, t) for d in delays for t in thresholds):
         ps = probs[d]
         said = [p >= thr for p in ps]
-        label = [c.kind == "end" for c in cases]
-        tp = sum(s and lab for s, lab in zip(said, label, strict=True))
-        fp = sum(s and not lab for s, lab in zip(said, label, strict=True))
-        fn = sum(not s and lab for s, lab in zip(said, label, strict=True))
+        # end (complete) against cut and pause (incomplete); end_trimmed is reported beside them
+        pairs = [(s, c.kind == "end") for s, c in zip(said, cases, strict=True) if c.kind != "end_trimmed"]
+        tp = sum(s and lab for s, lab in pairs)
+        fp = sum(s and not lab for s, lab in pairs)
+        fn = sum(not s and lab for s, lab in pairs)
         row: dict[str, Any] = {
-            "accuracy": round(sum(s == lab for s, lab in zip(said, label, strict=True)) / len(cases), 3),
+            "accuracy": round(sum(s == lab for s, lab in pairs) / len(pairs), 3),
             "precision_complete": round(tp / (tp + fp), 3) if tp + fp else None,
             "recall_complete": round(tp / (tp + fn), 3) if tp + fn else None,
             "p_median": {k: round(statistics.median([p for p, c in zip(ps, cases, strict=True) if c.kind == k]), 3)
-                         for k in ("end", "cut", "pause") if any(c.kind == k for c in cases)},
+                         for k in KINDS if any(c.kind == k for c in cases)},
+            "said_complete": {k: f"{sum(s for s, c in zip(said, cases, strict=True) if c.kind == k)}"
+                                 f"/{sum(c.kind == k for c in cases)}" for k in KINDS},
             "hangover": {},
         }
         for h in hangovers:
@@ -198,10 +211,10 @@ def main() -> int:
                                                 and c.pause_s * 1000 >= base_ms),
                 "real_pauses": len(pauses),
             }
-        out["by_delay"][str(d)] = row
+        out["by_delay_and_threshold"][f"delay {d} ms, threshold {thr}"] = row
     if args.cases:
         out["case_list"] = [
-            {"clip": c.clip, "kind": c.kind, "text": c.text if c.kind == "cut" else "",
+            {"clip": c.clip, "kind": c.kind, "text": c.text if c.kind != "pause" else "",
              "pause_ms": None if c.pause_s is None else round(c.pause_s * 1000),
              "p": {str(d): round(probs[d][i], 3) for d in delays}}
             for i, c in enumerate(cases)
