@@ -168,3 +168,17 @@ async def test_smart_turn_ends_a_real_turn_before_min_silence(cfg) -> None:  # t
     assert base >= 0.99, base
     # 200 ms hang-over, or once the model has answered (~160 ms, more on a loaded machine)
     assert smart < 0.8, (smart, base)
+
+
+def test_chat_without_the_package_says_what_to_install(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers.asr import ROOT, run_voice
+
+    (tmp_path / "pipecat.py").write_text("")  # shadows the package: its model file is not there
+    r = run_voice("chat", "--input", str(CLIP), "--output", str(tmp_path / "out.wav"), "--no-retrieval", "--fast",
+                  env={"VOICE_VAD__END_OF_TURN": "smart_turn", "PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        "voice: error: model 'smart-turn-v3.2' is not available (tried package module"
+        " pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx);"
+        " install it with: pip install --no-deps pipecat-ai==1.14.0")
+    assert "Traceback" not in r.stderr

@@ -79,3 +79,11 @@ def load_smart_turn(registry: Any, name: str = MODEL_NAME, *, threads: int = 1) 
     """A :class:`SmartTurn` for the registry model ``name`` (resolved now: a missing package
     raises :class:`voice.errors.ModelNotAvailable` with the pip command; the ONNX loads later)."""
     return SmartTurn(registry.resolve(name, kind="turn", progress=False).path, threads=threads)
+
+
+def check_configured(cfg: Any) -> None:
+    """With ``vad.end_of_turn = "smart_turn"``, fail now (before slow loads) if the model is missing."""
+    if cfg.vad.end_of_turn == "smart_turn":
+        from voice.models import registry_for
+
+        load_smart_turn(registry_for(cfg))
