@@ -45,6 +45,14 @@ class SmartTurn:
         self._extractor: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    def load(self) -> None:
+        """Load the ONNX session now (blocking, ~0.1-0.3 s): e.g. while the user is still speaking."""
+        self._load()
+
     def _load(self) -> tuple[Any, Any]:
         with self._lock:
             if self._session is None:

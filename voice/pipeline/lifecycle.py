@@ -194,6 +194,8 @@ class TurnLifecycle:
         now = time.monotonic()
         if isinstance(event, SpeechStarted):
             self._begin_user_turn()
+            if self.settings.vad.end_of_turn == "smart_turn" and not self._turn_model().loaded:
+                self._bg.spawn(asyncio.to_thread(self._turn_model().load), self._notify)  # before the silence
         elif isinstance(event, SilenceStarted):
             if self._user_timer is not None:  # the audio ends with the first silent frame
                 end = last_voiced(event.audio, event.t, audio_end=event.t + FRAME_SAMPLES / SAMPLE_RATE)
