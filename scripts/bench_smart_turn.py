@@ -133,6 +133,29 @@ def build_cases(data: Path, asr: str, registry: Any, vad_cfg: Any, session: Any)
     return cases, gaps
 
 
+def check_features(turn: Any, data: Path) -> dict[str, Any]:
+    """Largest difference between our features and transformers' (what the model was trained with)."""
+    try:
+        from transformers import WhisperFeatureExtractor
+    except ImportError:
+        return {"error": "transformers is not installed (pip install transformers to compare)"}
+    from voice.audio.files import load_audio
+    from voice.audio.smart_turn import WINDOW_SAMPLES
+
+    ref = WhisperFeatureExtractor(chunk_length=8)
+    out: dict[str, Any] = {}
+    for wav in sorted(data.glob("*.wav")):
+        audio = load_audio(str(wav), 16000)
+        for cut in (audio.shape[0], audio.shape[0] // 2):
+            x = audio[:cut][-WINDOW_SAMPLES:]
+            x = np.concatenate([np.zeros(WINDOW_SAMPLES - x.shape[0], np.float32), x])
+            theirs = ref(x, sampling_rate=16000, padding="max_length", max_length=WINDOW_SAMPLES, truncation=True,
+                         do_normalize=True, return_tensors="np").input_features
+            ours = turn.features(audio[:cut])
+            out[f"{wav.name}[:{cut}]"] = float(np.abs(ours - theirs).max())
+    return {"max_abs_diff": max(out.values()), "per_input": out}
+
+
 def main() -> int:
     from voice.audio.smart_turn import load_smart_turn
     from voice.audio.vad import load_silero_session
@@ -146,12 +169,17 @@ def main() -> int:
     ap.add_argument("--delays", default="0,100,200", help="ms of silence the model also hears")
     ap.add_argument("--hangovers", default="200,300,400", help="short hang-overs (ms) to simulate")
     ap.add_argument("--cases", action="store_true", help="list every case with its probabilities")
+    ap.add_argument("--check-features", action="store_true",
+                    help="only compare the features with transformers' WhisperFeatureExtractor (if installed)")
     args = ap.parse_args()
     cfg = load_config(environ={})
     registry = registry_for(cfg)
     # Long hang-over: every pause inside a clip shows as SilenceStarted ... SpeechResumed.
     vad_cfg = replace(cfg.vad, min_silence_ms=int(TAIL_S * 1000) - 100)
     turn = load_smart_turn(registry)
+    if args.check_features:
+        print(json.dumps(check_features(turn, Path(args.data)), indent=1))
+        return 0
     cases, gaps = build_cases(Path(args.data), args.asr, registry, vad_cfg, load_silero_session())
     delays = [int(d) for d in args.delays.split(",")]
     hangovers = [int(h) for h in args.hangovers.split(",")]

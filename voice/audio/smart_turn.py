@@ -5,7 +5,8 @@ The model (BSD-2, 8.7 MB ONNX, shipped in the ``pipecat-ai`` wheel; registry nam
 zero mean and unit variance, as Whisper log-mel features (80 bins x 800 frames of 10 ms), and
 returns the probability that the turn is complete. Features come from faster-whisper's numpy
 extractor (the same math as ``transformers.WhisperFeatureExtractor(chunk_length=8)``, which the
-model was trained with; agreement checked in ``scripts/bench_smart_turn.py --check-features``).
+model was trained with: ``scripts/bench_smart_turn.py --check-features`` found at most 2.2e-5 apart on
+the 28 inputs it tries, and the same probabilities as the features pipecat computes).
 
 :meth:`SmartTurn.predict` blocks for ~150-200 ms on one CPU thread: callers run it in a thread,
 never on the event loop.
