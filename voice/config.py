@@ -30,6 +30,7 @@ TtsEngine = Literal["piper", "chattts", "chatterbox"]
 LlmBackend = Literal["embedded", "ollama", "llamacpp", "vllm", "openai", "gemini"]
 LlmTool = Literal["current_time", "search_knowledge"]
 Speculative = Literal["off", "ngram", "draft"]
+EndOfTurn = Literal["silence", "smart_turn"]
 
 ENV_PREFIX = "VOICE_"
 
@@ -75,6 +76,16 @@ class VadConfig:
     start_gap_ms: int = field(default=96, metadata={"range": (0, 10000)})
     #: Silence hang-over: speech ends after this much silence (ms); 0 to 60000.
     min_silence_ms: int = field(default=600, metadata={"range": (0, 60000)})
+    #: What ends a turn: "silence" (min_silence_ms of it) or "smart_turn" (the Smart Turn v3.2
+    #: model, pip install --no-deps pipecat-ai==1.14.0, hears the utterance when silence starts; if
+    #: it says complete, the turn ends after smart_turn_silence_ms, else after min_silence_ms).
+    #: "silence" by default: on the test clips it called 10 of 26 mid-sentence stops complete (README).
+    end_of_turn: EndOfTurn = "silence"
+    #: smart_turn: the hang-over when the model says complete (ms); the turn ends once the model has
+    #: answered (~160 ms on one core) and never later than min_silence_ms; 0 to 60000.
+    smart_turn_silence_ms: int = field(default=300, metadata={"range": (0, 60000)})
+    #: smart_turn: the model's probability of "complete" at or above which it counts; 0 to 1.
+    smart_turn_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     #: Audio kept from before the detected start (ms); 0 to 10000.
     pre_roll_ms: int = field(default=300, metadata={"range": (0, 10000)})
     #: An utterance is cut after this many seconds; 1 to 3600.

@@ -154,6 +154,8 @@ class VadStateMachine:
     - SPEAKING -> STOPPING (``SilenceStarted``) on p < neg_threshold.
     - STOPPING -> SPEAKING (``SpeechResumed``) on p >= threshold; values in between keep the
       hang-over running. After min_silence_ms of it: ``SpeechEnded`` at the silence start.
+      :meth:`shorten_hangover` (an end-of-turn model said "complete") shortens this silence's
+      hang-over; speech resuming cancels it.
     - An utterance reaching max_speech_s is cut (``SpeechEnded(reason="max_length")``).
     """
 
@@ -177,6 +179,16 @@ class VadStateMachine:
         self.silence_frame = 0  # first silent frame of the hang-over
         self._run = 0
         self._gap = 0
+        self._hangover = self.min_silence_frames  # frames this silence's hang-over lasts
+
+    def shorten_hangover(self, ms: float, silence_t: float) -> bool:
+        """End the silence that began at ``silence_t`` after ``ms`` of it (at the next frame if that
+        has passed) instead of min_silence_ms. False, and nothing changes, when that silence is over
+        (speech resumed, or the utterance ended)."""
+        if self.state is not VadState.STOPPING or abs(self.t(self.silence_frame) - silence_t) > self.frame_s / 4:
+            return False
+        self._hangover = min(self._hangover, max(1, round(ms / self.frame_ms)))
+        return True
 
     def set_min_speech_ms(self, ms: float) -> None:
         """Change how long speech must last to start (takes effect on the next frame)."""
@@ -220,6 +232,7 @@ class VadStateMachine:
         elif st is VadState.SPEAKING:
             if p < self.neg_threshold:
                 self.state, self.silence_frame = VadState.STOPPING, i
+                self._hangover = self.min_silence_frames
                 out.append(SilenceStarted(self.t(i)))
                 if self.min_silence_frames <= 1:
                     return out + self._end(self.silence_frame, "silence")
@@ -227,7 +240,7 @@ class VadStateMachine:
             if p >= self.threshold:
                 self.state = VadState.SPEAKING
                 out.append(SpeechResumed(self.t(i)))
-            elif i + 1 - self.silence_frame >= self.min_silence_frames:
+            elif i + 1 - self.silence_frame >= self._hangover:
                 return self._end(self.silence_frame, "silence")
         if self.in_utterance and i + 1 - self.start_frame >= self.max_frames:
             speaking = self.state is VadState.SPEAKING
@@ -279,6 +292,10 @@ class Endpointer:
         self.sm.set_min_speech_ms(ms)
         if self._history_len() > (self._history.maxlen or 0):
             self._history = deque(self._history, maxlen=self._history_len())
+
+    def shorten_hangover(self, ms: float, silence_t: float) -> bool:
+        """See :meth:`VadStateMachine.shorten_hangover`."""
+        return self.sm.shorten_hangover(ms, silence_t)
 
     def reset(self) -> None:
         """Start a new stream (VAD state, buffers and the clock)."""

@@ -41,6 +41,8 @@ class VadEndpointer(Protocol):
 
     def set_min_speech_ms(self, ms: float) -> None: ...
 
+    def shorten_hangover(self, ms: float, silence_t: float) -> bool: ...
+
 
 class EchoCancel(Protocol):
     """What hearing needs of an echo canceller (:class:`voice.pipeline.echo.EchoCanceller`)."""
@@ -181,6 +183,13 @@ class Hearing:
         self._fed_at = time.monotonic() if now is None else now
         events += self.endpointer.process(audio)
         return events
+
+    def shorten_hangover(self, ms: float, silence_t: float) -> bool:
+        """End the silence that began at stream time ``silence_t`` after ``ms`` of it (an
+        end-of-turn model said the turn is complete); False when that silence is already over."""
+        if self.manual or self._endpointer is None:
+            return False
+        return self._endpointer.shorten_hangover(ms, silence_t)
 
     def wall_time(self, t: float) -> float:
         """The ``time.monotonic()`` at which stream time ``t`` (a VAD event's ``t``) was heard:

@@ -14,6 +14,9 @@ silence starts, the early transcript feeds a *held* answer. The hang-over's end 
 the final transcript is that early one; speech resuming, a new utterance, an input reset, a
 typed line, an interrupt or close drop it without a trace (no event, no metrics; a debug log
 line): the user never saw that turn's answer begin.
+
+End of turn by model (``vad.end_of_turn = "smart_turn"``, :class:`~voice.pipeline.turn_end.ModelTurnEnd`):
+when silence starts, Smart Turn may shorten the hang-over.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from voice.pipeline.hearing import Hearing, HearingEvent, InputReset, last_voice
 from voice.pipeline.io import AudioSink
 from voice.pipeline.metrics import MetricsSummary, TurnTimer
 from voice.pipeline.transcription import Timed, Transcription
+from voice.pipeline.turn_end import ModelTurnEnd
 from voice.pipeline.turns import TaskSet, TurnCounter, TurnWaits
 
 if TYPE_CHECKING:
@@ -97,6 +101,8 @@ class TurnLifecycle:
         self._audible_until = 0.0
         self._closed = False
         self._changed = asyncio.Event()
+        self._turn_end = ModelTurnEnd(cfg, hearing, self._bg, self._notify,
+                                      check=settings.vad.end_of_turn == "smart_turn")
 
     def add_listener(self, fn: Callable[[ev.Event], None]) -> None:
         """Call ``fn(event)`` synchronously for every event (keep it quick)."""
@@ -153,6 +159,8 @@ class TurnLifecycle:
         now = time.monotonic()
         if isinstance(event, SpeechStarted):
             self._begin_user_turn()
+            if self.settings.vad.end_of_turn == "smart_turn":
+                self._turn_end.speech_started()
         elif isinstance(event, SilenceStarted):
             if self._user_timer is not None:  # the audio ends with the first silent frame
                 end = last_voiced(event.audio, event.t, audio_end=event.t + FRAME_SAMPLES / SAMPLE_RATE)
@@ -160,6 +168,8 @@ class TurnLifecycle:
             early, tid = self._asr.silence(event.audio), self._user_turn
             if early is not None and self._may_answer_ahead() and tid is not None:
                 self._ahead.start(tid, early, self.chain)
+            if self.settings.vad.end_of_turn == "smart_turn" and tid is not None:
+                self._turn_end.silence_started(tid, event, self.settings.vad, lambda: self._user_turn)
         elif isinstance(event, SpeechResumed):
             if self._user_timer is not None:
                 self._user_timer.silence = None

@@ -62,6 +62,10 @@ async def build_stack(
     from voice.llm import LlmRuntime, create_chain
     from voice.tts import create_engine
 
+    if need_asr:
+        from voice.audio.smart_turn import check_configured
+
+        check_configured(cfg)
     runtime = LlmRuntime()
     chain = create_chain(cfg, kb=kb, app=runtime)
     transcriber: Any = get_transcriber(cfg) if need_asr else None

@@ -44,6 +44,9 @@ class VoiceServer:
         self.port = cfg.server.port if port is None else port
         env = os.environ if environ is None else environ
         self.token = check_token(env.get(cfg.server.token_env), self.host, cfg.server.token_env)
+        from voice.audio.smart_turn import check_configured
+
+        check_configured(cfg)  # sessions use it: a missing model fails here, not in each session
         self.resources = resources or ServerResources(cfg)
         self._own_resources = resources is None
         self.metrics = ServerMetrics()
