@@ -187,6 +187,7 @@ def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, An
     unanswerable = [{"q": q, "context": kb.context(q),
                      "old_passages": len(old_shape_search(embedder, old_chunks, old_matrix, q))}
                     for q in data["unanswerable"]]
+    prefix = prefix_stability(kb, per_q)
     kb.close()
     n = len(data["questions"])
     misses = [{"q": r["q"], "rank": r["rank"], "got": [p.text[:80] for p in r["context"]]}
@@ -208,8 +209,29 @@ def retrieval_eval(cfg: Any, embedder: Any, workdir: Path) -> tuple[dict[str, An
         "unanswerable": [{"q": u["q"], "new_passages": len(u["context"]), "old_passages": u["old_passages"]}
                          for u in unanswerable],
         "misses": misses,
+        "context_from_question_prefix": prefix,
     }
     return result, per_q, unanswerable
+
+
+def prefix_stability(kb: Any, per_q: list[dict[str, Any]]) -> dict[str, Any]:
+    """Would retrieval on a partial transcript (the first words of the question, as heard while
+    the user still speaks) give the final question's context? Then that context could be
+    prefilled into llama.cpp before the user falls silent. Per share of the words: how many
+    questions get exactly the same context, and how many at least its best unit."""
+    from voice.llm.prompt import format_context
+
+    out: dict[str, Any] = {}
+    for share in (0.5, 0.7, 0.85):
+        same = best = 0
+        for r in per_q:
+            words = r["q"].split()
+            part = kb.context(" ".join(words[: min(len(words) - 1, max(1, round(len(words) * share)))]))
+            same += format_context(part) == format_context(r["context"])
+            best += bool(r["context"]) and r["context"][0].text in [p.text for p in part]
+        out[f"{share:.2f}_of_the_words"] = {"same_context": f"{same}/{len(per_q)}",
+                                            "best_unit_in_it": f"{best}/{len(per_q)}"}
+    return out
 
 
 #: An answer that says the documents do not hold it (checked on the unanswerable questions).
