@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from voice.pipeline.turns import PlaybackLedger
 from voice.server import events as ev
 from voice.server import protocol as p
 from voice.server.settings import SessionSettings
@@ -125,7 +126,7 @@ def test_binary_audio_extension_both_ways() -> None:
     (cmd,) = pr.receive(pcm(20))
     assert isinstance(cmd, p.AppendAudio)
     pr.on_response_started()
-    (frame,) = pr.on_audio(b"\x00\x01" * 10, text="Hi.")
+    (frame,) = pr.on_audio(b"\x00\x01" * 10)
     assert frame == b"\x00\x01" * 10
 
 
@@ -191,10 +192,14 @@ def test_full_turn_events_and_truncate() -> None:
     deltas = pr.on_text("It is ") + pr.on_text("noon.")
     assert [d.delta for d in deltas] == ["It is ", "noon."]
     one_s = b"\x00\x00" * 24000
-    a1 = pr.on_audio(one_s, text="It is noon.")
-    a2 = pr.on_audio(one_s, text="Have a nice day.")
+    # what the Answer books as it writes each chunk; a previous answer's 3 s came before in the sink
+    played = PlaybackLedger(start=3 * 24000)
+    played.add(24000, "It is noon.")
+    a1 = pr.on_audio(one_s)
+    played.add(24000, "Have a nice day.")
+    a2 = pr.on_audio(one_s)
     assert base64.b64decode(a1[0].delta) == one_s and a2[0].response_id == rid
-    done = pr.on_response_done("cancelled", "turn_detected")
+    done = pr.on_response_done("cancelled", "turn_detected", played=played, rate=24000)
     assert [type(d) for d in done] == [ev.ResponseOutputAudioDone, ev.ResponseTranscriptDone, ev.ResponseDone]
     resp = done[-1].response
     assert resp["status"] == "cancelled" and resp["status_details"]["reason"] == "turn_detected"
@@ -207,8 +212,24 @@ def test_full_turn_events_and_truncate() -> None:
     assert out[1].spoken_text == "It is noon. Have a nice day."
     assert errors(send(pr, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
                             "audio_end_ms": 9000}))
+    # the item's audio is the 2 s the answer wrote (a millisecond of rounding allowed)
+    out = send(pr, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 2001})
+    assert out[1].spoken_text == "It is noon. Have a nice day."
+    assert errors(send(pr, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                            "audio_end_ms": 2002}))
     (m,) = pr.on_metrics(rid, {"voice_to_voice_ms": 800})
     assert m.to_dict()["type"] == "voice.metrics" and "sources" not in m.to_dict()
+
+
+def test_truncate_an_item_without_audio() -> None:
+    """A response that wrote nothing (text only, or an empty answer): its item has no audio."""
+    pr = proto()
+    pr.on_response_started()
+    pr.on_text("Hello.")
+    (audio_done, *_) = pr.on_response_done()
+    trunc = {"type": "conversation.item.truncate", "item_id": audio_done.item_id, "content_index": 0}
+    assert send(pr, {**trunc, "audio_end_ms": 0})[1].spoken_text == ""
+    assert errors(send(pr, {**trunc, "audio_end_ms": 2}))[0]["param"] == "audio_end_ms"
 
 
 def test_metrics_carry_the_answers_sources_bounded() -> None:

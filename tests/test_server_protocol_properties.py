@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from voice.pipeline.turns import PlaybackLedger
 from voice.server import events as ev
 from voice.server import protocol as p
 
@@ -78,6 +80,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.client_items: set[str] = set()
         self.requested: list[str] = []  # CreateResponse ids the "shell" has not started yet
         self.spoken_items: list[str] = []
+        # what the answers wrote to the sink, booked as the Answer does (24 kHz samples)
+        self.sink_end = 0
+        self.playing: PlaybackLedger | None = None  # the active response's
+        self.played: PlaybackLedger | None = None  # the last assistant item's
         self.announced: str | None = None  # the item speech_started named; its commit reuses it
         self._emit(self.proto.start())
 
@@ -268,6 +274,30 @@ class ProtocolMachine(RuleBasedStateMachine):
         cmds = [o for o in out if isinstance(o, p.TruncateAssistant)]
         if cmds:
             assert self.spoken_items and item_id == self.spoken_items[-1] and content_index == 0 and end_ms >= 0
+        if self.spoken_items and item_id == self.spoken_items[-1] and content_index == 0:
+            assert self.played is not None
+            within = 0 <= end_ms <= self.played.written / 24 + 1  # the item's audio, 1 ms of rounding
+            assert bool(cmds) == within, (end_ms, self.played.written)
+            if within:
+                heard = self.played.start + math.ceil(end_ms * 24)
+                assert cmds[0].spoken_text == self.played.spoken_text(heard, whole_started=True)
+
+    @rule(pieces=st.lists(st.tuples(st.sampled_from(["It is noon.", "Have a nice day.", ""]),
+                                    st.integers(min_value=0, max_value=300)), max_size=3),
+          share=st.floats(min_value=0.0, max_value=1.2), extra_ms=st.integers(min_value=-2, max_value=3),
+          answers=st.integers(min_value=1, max_value=2))
+    def spoken_answers_truncated(self, pieces: list[tuple[str, int]], share: float, extra_ms: int,
+                                 answers: int) -> None:
+        """Whole answers (the same pieces each), then a truncate near or inside the last one's audio
+        (the rule above rarely lands there)."""
+        for _ in range(answers):
+            self.response_started(use_request=False)
+            for text, ms in pieces:
+                self.response_progress(text, ms)
+            self.response_done("cancelled")
+        assert self.played is not None
+        last = len(self.spoken_items[-2:]) - 1
+        self.truncate(int(self.played.written / 24 * share) + extra_ms, last, 0)
 
     # ------------------------------------------------------------------ the pipeline (the shell's side)
 
@@ -299,21 +329,27 @@ class ProtocolMachine(RuleBasedStateMachine):
         else:
             (created,) = out
             assert self.proto.response_active and self.proto.response_id == created.response["id"]
+            self.playing = PlaybackLedger(start=self.sink_end)
             if rid is not None:
                 assert created.response["id"] == rid
 
-    @rule(text=st.text(max_size=20), pcm_ms=st.integers(min_value=0, max_value=300), label=st.booleans())
-    def response_progress(self, text: str, pcm_ms: int, label: bool) -> None:
+    @rule(text=st.text(max_size=20), pcm_ms=st.integers(min_value=0, max_value=300))
+    def response_progress(self, text: str, pcm_ms: int) -> None:
         self._emit(self.proto.on_text(text))
-        self._emit(self.proto.on_audio(b"\x00\x00" * (24 * pcm_ms), text=text if label else None))
+        if self.playing is not None:  # the Answer books a chunk, then the sink encodes it
+            self.playing.add(24 * pcm_ms, text)
+        self._emit(self.proto.on_audio(b"\x00\x00" * (24 * pcm_ms)))
 
     @rule(status=st.sampled_from(["completed", "cancelled", "incomplete", "failed"]))
     def response_done(self, status: str) -> None:
         active = self.proto.response_active
         out = self._emit(self.proto.on_response_done(status, reason="turn_detected" if status == "cancelled" else None,
-                                                     error="boom" if status == "failed" else None))
+                                                     error="boom" if status == "failed" else None,
+                                                     played=self.playing, rate=24000))
         assert not self.proto.response_active
         if active:
+            assert self.playing is not None
+            self.played, self.playing, self.sink_end = self.playing, None, self.playing.end
             done = out[-1]
             assert isinstance(done, ev.ResponseDone) and done.response["status"] == status
             self.spoken_items.append(out[0].item_id)

@@ -89,9 +89,18 @@ async def test_binary_subprotocol_text_turn(voice_server: RunningServer) -> None
         created = json.loads(await ws.recv())
         assert created["session"]["voice_binary_audio"] is True
         r = await text_turn(ws, "Say hello.")
+        # the item's audio for truncate is what its answer wrote to the sink: the bytes received
+        audio_ms = r["audio"] / 2 / 24
+        replies = []
+        for end_ms in (0, int(audio_ms), int(audio_ms) + 50):
+            await ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": r["item_id"],
+                                      "content_index": 0, "audio_end_ms": end_ms}))
+            replies.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
     assert r["status"] == "completed" and r["audio"] > 10000
     assert "response.output_audio.delta" not in r["types"]  # audio came as binary frames
     assert r["metrics"]["first_audio_ms"] is not None
+    assert [m["type"] for m in replies] == ["conversation.item.truncated"] * 2 + ["error"], replies
+    assert replies[2]["error"]["param"] == "audio_end_ms"
 
 
 async def test_manual_turn_detection_commit_then_response(voice_server: RunningServer, speech_clips) -> None:

@@ -126,6 +126,8 @@ async def collect_response(ws: Any, wait_s: float = 90) -> dict[str, Any]:
         if m["type"] == "response.output_audio.delta":
             out["audio"] += len(base64.b64decode(m["delta"]))
             out.setdefault("first_audio_s", loop.time() - t0)
+        elif m["type"] == "response.output_audio.done":
+            out["item_id"] = m["item_id"]
         elif m["type"] == "response.output_audio_transcript.done":
             out["transcript"] = m["transcript"]
         elif m["type"] == "response.done":

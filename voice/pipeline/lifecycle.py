@@ -40,7 +40,7 @@ from voice.pipeline.io import AudioSink
 from voice.pipeline.metrics import MetricsSummary, TurnTimer
 from voice.pipeline.transcription import Timed, Transcription
 from voice.pipeline.turn_end import ModelTurnEnd
-from voice.pipeline.turns import TaskSet, TurnCounter, TurnWaits
+from voice.pipeline.turns import PlaybackLedger, TaskSet, TurnCounter, TurnWaits
 
 if TYPE_CHECKING:
     from voice.asr.base import Transcriber
@@ -88,6 +88,7 @@ class TurnLifecycle:
         self._user_turn: int | None = None
         self._user_timer: TurnTimer | None = None
         self._commit_task: asyncio.Task[Any] | None = None
+        self._played: tuple[int, PlaybackLedger] | None = None  # the current or last answer's
         self._waits = TurnWaits()
         self._pending = TaskSet()  # user turns being transcribed, cancelled answers committing
         self._bg = TaskSet()
@@ -130,6 +131,12 @@ class TurnLifecycle:
         """Answer audio is queued in the sink and not played yet."""
         end = self._answer.out_end if self._answer is not None else self._out_end
         return self.sink is not None and self.sink.played_samples < end
+
+    def played(self, turn_id: int) -> PlaybackLedger | None:
+        """What the current or last answer wrote to the sink (its samples and the text they
+        speak), if that answer is turn ``turn_id``'s; None otherwise."""
+        kept = self._played
+        return kept[1] if kept is not None and kept[0] == turn_id else None
 
     async def wait_turn(self, turn_id: int) -> None:
         """Until turn ``turn_id`` is answered, cancelled or dropped."""
@@ -291,10 +298,13 @@ class TurnLifecycle:
         self._ahead.drop("the transcript changed")
         if self._answer is not None:
             self.interrupt("new_turn")
-        answer = self._new_answer(tid, text, timer)
-        self.turns.activate(tid)
+        self._make_current(self._new_answer(tid, text, timer))
+
+    def _make_current(self, answer: Answer, run: asyncio.Task[AnswerResult] | None = None) -> None:
+        self.turns.activate(answer.turn_id)
         self._answer = answer
-        self._answer_task = self._bg.spawn(self._answer_turn(answer), self._notify)
+        self._played = (answer.turn_id, answer.ledger)
+        self._answer_task = self._bg.spawn(self._answer_turn(answer, run), self._notify)
 
     async def _run(self, answer: Answer) -> AnswerResult:
         if self._commit_task is not None:  # the previous turn's memory first
@@ -316,9 +326,7 @@ class TurnLifecycle:
         answer, run = held
         self.chain.confirm(tid)  # memory first: the held stream's answer goes on into it
         answer.timer.adopt(timer)
-        self.turns.activate(tid)
-        self._answer = answer
-        self._answer_task = self._bg.spawn(self._answer_turn(answer, run), self._notify)
+        self._make_current(answer, run)
         answer.release()
         log.debug("turn %d: the answer prepared ahead is released", tid)
         return True

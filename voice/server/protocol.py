@@ -163,17 +163,20 @@ class _Response:
     response_id: str
     item_id: str
     transcript: list[str] = field(default_factory=list)
-    audio_bytes: int = 0
-    #: Which samples (at the output rate) speak which text, for conversation.item.truncate.
-    ledger: PlaybackLedger = field(default_factory=lambda: PlaybackLedger(start=0))
 
 
 @dataclass
 class _Spoken:
+    """The last assistant item, for conversation.item.truncate: its audio is what the answer
+    wrote to the sink (``played``: samples at ``rate`` and the text they speak)."""
+
     item_id: str
-    audio_ms: float
-    ledger: PlaybackLedger
+    played: PlaybackLedger
     rate: int
+
+    @property
+    def audio_ms(self) -> float:
+        return self.played.written * 1000 / self.rate
 
 
 class RealtimeProtocol:
@@ -218,9 +221,6 @@ class RealtimeProtocol:
 
     def _bytes_per_ms_in(self) -> float:
         return self.settings.input_rate * 2 / 1000.0
-
-    def _bytes_per_ms_out(self) -> float:
-        return self.settings.output_rate * 2 / 1000.0
 
     @property
     def response_active(self) -> bool:
@@ -375,8 +375,9 @@ class RealtimeProtocol:
             raise ProtocolError("'content_index' must be 0", code="invalid_value", param="content_index")
         if event.audio_end_ms < 0 or event.audio_end_ms > spoken.audio_ms + 1:
             raise ProtocolError("'audio_end_ms' is beyond the item's audio", code="invalid_value", param="audio_end_ms")
-        played = math.ceil(event.audio_end_ms * spoken.rate / 1000)  # a piece starting before it was heard
-        text = spoken.ledger.spoken_text(played, whole_started=True)
+        # in the sink's counter; a piece starting before that sample was heard
+        played = spoken.played.start + math.ceil(event.audio_end_ms * spoken.rate / 1000)
+        text = spoken.played.spoken_text(played, whole_started=True)
         return [ev.ConversationItemTruncated(event_id=self._id("event"), item_id=event.item_id, content_index=0,
                                              audio_end_ms=event.audio_end_ms),
                 TruncateAssistant(event.item_id, event.audio_end_ms, text)]
@@ -422,36 +423,29 @@ class RealtimeProtocol:
         return [ev.ResponseTranscriptDelta(event_id=self._id("event"), response_id=r.response_id,
                                            item_id=r.item_id, delta=delta)]
 
-    def on_audio(self, pcm: bytes, text: str | None = None) -> list[Outgoing]:
-        """Output PCM16 at the session's output rate; ``text`` = the sentence it speaks, if known."""
+    def on_audio(self, pcm: bytes) -> list[Outgoing]:
+        """Output PCM16 at the session's output rate."""
         r = self._response
         if r is None or not pcm:
             return []
         self._audio_started = True
-        r.audio_bytes += len(pcm)
-        if text is not None:
-            self.label_audio(text)
         if self.settings.binary_audio:
             return [pcm]
         return [ev.ResponseOutputAudioDelta(event_id=self._id("event"), response_id=r.response_id, item_id=r.item_id,
                                             delta=base64.b64encode(pcm).decode("ascii"))]
 
-    def label_audio(self, text: str) -> None:
-        """The audio sent since the last label speaks ``text`` (for truncate -> spoken text)."""
-        r = self._response
-        if r is not None:
-            r.ledger.add(r.audio_bytes // 2 - r.ledger.end, text)
-
-    def on_response_done(self, status: str = "completed", reason: str | None = None,
-                         error: str | None = None) -> list[Outgoing]:
-        """status: completed, cancelled (reason turn_detected / client_cancelled), incomplete, failed."""
+    def on_response_done(self, status: str = "completed", reason: str | None = None, error: str | None = None,
+                         *, played: PlaybackLedger | None = None, rate: int | None = None) -> list[Outgoing]:
+        """status: completed, cancelled (reason turn_detected / client_cancelled), incomplete, failed.
+        ``played``: the answer's ledger of what it wrote to the sink, in samples at ``rate``
+        (default: the output rate); None = no audio. conversation.item.truncate reads it."""
         r = self._response
         if r is None:
             return []
         self._response = None
         transcript = "".join(r.transcript)
-        self._spoken = {r.item_id: _Spoken(r.item_id, r.audio_bytes / self._bytes_per_ms_out(), r.ledger,
-                                           self.settings.output_rate)}
+        self._spoken = {r.item_id: _Spoken(r.item_id, played if played is not None else PlaybackLedger(start=0),
+                                           rate or self.settings.output_rate)}
         out: list[Outgoing] = [
             ev.ResponseOutputAudioDone(event_id=self._id("event"), response_id=r.response_id, item_id=r.item_id),
             ev.ResponseTranscriptDone(event_id=self._id("event"), response_id=r.response_id, item_id=r.item_id,

@@ -272,8 +272,6 @@ class RealtimeSession:
             return
         elif isinstance(e, pev.LlmDelta):
             self._send_all(proto.on_text(e.text))
-        elif isinstance(e, pev.AudioOut):
-            proto.label_audio(e.text)
         elif isinstance(e, pev.LlmDone):
             # the chain's stream has ended, so its sources are complete (tool results included)
             reply.sources = list(getattr(self.chain, "last_sources", None) or [])
@@ -289,7 +287,8 @@ class RealtimeSession:
         proto = self.proto
         status, reason, error = reply.end
         rid = proto.response_id
-        done = proto.on_response_done(status, reason, error)
+        done = proto.on_response_done(status, reason, error, played=self.conv.played(reply.turn_id),
+                                      rate=self.sink.sample_rate)
         for d in done:
             if isinstance(d, ev.ResponseOutputAudioDone):
                 self.state.spoken_item = (d.item_id, reply.turn_id)
