@@ -16,7 +16,6 @@ it runs is its :class:`~voice.pipeline.lifecycle.LiveSettings`, changed only thr
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -84,20 +83,10 @@ class Conversation(TurnLifecycle):
         if muted:
             self._reset_input()
 
-    def _assistant_audible(self) -> bool:
-        """The assistant's voice may be in the microphone now: it is playing, or stopped less
-        than echo_tail_ms ago (what the device and the room still hold, or a gap between two
-        sentences)."""
-        now = time.monotonic()
-        if self.speaking:
-            self._audible_until = max(self._audible_until, now + self._echo_tail_s)
-            return True
-        return now < self._audible_until
-
     def process_frame(self, frame: np.ndarray) -> None:
         """Feed one chunk of float32 16 kHz mono audio (any length). Never blocks."""
         sink = self.sink
-        facts = OutputFacts(audible=self._assistant_audible(), answering=self._answer is not None,
+        facts = OutputFacts(audible=self._out.audible(), answering=self._out.answer is not None,
                             barge_in=self.settings.barge_in, closed=self.muted or self._closed,
                             played=sink.played_samples if sink is not None else 0,
                             sink_rate=sink.sample_rate if sink is not None else SAMPLE_RATE)

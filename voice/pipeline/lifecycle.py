@@ -7,7 +7,10 @@ Every turn has an id (:class:`~voice.pipeline.turns.TurnCounter`). A new utteran
 assistant answers (barge-in), a typed line, or :meth:`TurnLifecycle.interrupt` (the server's
 ``response.cancel``) stop the :class:`~voice.pipeline.answer.Answer` first (its sink is cleared
 at once), then commit to memory only the text that was played. Parts return values (VAD events,
-transcripts, :class:`~voice.pipeline.answer.AnswerResult`); only this class acts on them.
+transcripts, :class:`~voice.pipeline.answer.AnswerResult`); only this class decides on them.
+The answer playing now is carried by :class:`~voice.pipeline.answering.Answering` (its task,
+where the sink's output ends, the ledger that :meth:`TurnLifecycle.played` hands out, the
+memory commits, the echo tail): this class says when one starts and why one stops.
 
 Preemptive answers (``pipeline.preemptive``, :class:`~voice.pipeline.ahead.AnswerAhead`): when
 silence starts, the early transcript feeds a *held* answer. The hang-over's end releases it if
@@ -34,7 +37,8 @@ from voice.audio.pcm import SAMPLE_RATE
 from voice.audio.vad import FRAME_SAMPLES, SilenceStarted, SpeechEnded, SpeechResumed, SpeechStarted
 from voice.pipeline import events as ev
 from voice.pipeline.ahead import AnswerAhead, can_hold
-from voice.pipeline.answer import Answer, AnswerResult
+from voice.pipeline.answer import Answer
+from voice.pipeline.answering import Answering
 from voice.pipeline.hearing import Hearing, HearingEvent, InputReset, last_voiced
 from voice.pipeline.io import AudioSink
 from voice.pipeline.metrics import MetricsSummary, TurnTimer
@@ -80,26 +84,23 @@ class TurnLifecycle:
         self.turns = TurnCounter()
         self.metrics = MetricsSummary()
         self.status: ev.Status = "listening"
-        self._echo_tail_s = cfg.pipeline.echo_tail_ms / 1000.0
         self._listeners = ev.Listeners()
-        self._answer: Answer | None = None
-        self._answer_task: asyncio.Task[None] | None = None
         self._preemptive = cfg.pipeline.preemptive
         self._user_turn: int | None = None
         self._user_timer: TurnTimer | None = None
-        self._commit_task: asyncio.Task[Any] | None = None
-        self._played: tuple[int, PlaybackLedger] | None = None  # the current or last answer's
         self._waits = TurnWaits()
         self._pending = TaskSet()  # user turns being transcribed, cancelled answers committing
         self._bg = TaskSet()
         self._asr = Transcription(transcriber, language=cfg.asr.language, early=cfg.pipeline.early_transcribe,
                                   tasks=self._bg, on_done=self._notify)
-        self._ahead = AnswerAhead(self._bg, self._notify, run=self._run,
+        self._out = Answering(sink=self.sink, turns=self.turns, hearing=hearing, tasks=self._bg, pending=self._pending,
+                              waits=self._waits, emit=self._emit, notify=self._notify, chain=lambda: self.chain,
+                              echo_tail_s=cfg.pipeline.echo_tail_ms / 1000.0,
+                              listening=lambda tid: self._set_status("listening", tid))
+        self._ahead = AnswerAhead(self._bg, self._notify, run=self._out.run,
                                   make=lambda tid, text: self._new_answer(
                                       tid, text, TurnTimer(turn_id=tid, end=time.monotonic()), held=True),
-                                  wanted=lambda chain: self._answer is None and chain is self.chain)
-        self._out_end = 0
-        self._audible_until = 0.0
+                                  wanted=lambda chain: self._out.answer is None and chain is self.chain)
         self._closed = False
         self._changed = asyncio.Event()
         self._turn_end = ModelTurnEnd(cfg, hearing, self._bg, self._notify,
@@ -113,7 +114,7 @@ class TurnLifecycle:
         if isinstance(event, ev.TurnMetrics):
             self.metrics.add(event)
         self._listeners.send(event)
-        if isinstance(event, ev.PlaybackStarted) and self._answer is not None:
+        if isinstance(event, ev.PlaybackStarted) and self._out.answer is not None:
             self._set_status("speaking", event.turn_id)
 
     def _set_status(self, status: ev.Status, turn_id: int) -> None:
@@ -124,19 +125,17 @@ class TurnLifecycle:
     @property
     def busy(self) -> bool:
         """A user turn is being transcribed or an answer is being generated or played."""
-        return bool(self._pending) or self._answer is not None
+        return bool(self._pending) or self._out.answer is not None
 
     @property
     def speaking(self) -> bool:
         """Answer audio is queued in the sink and not played yet."""
-        end = self._answer.out_end if self._answer is not None else self._out_end
-        return self.sink is not None and self.sink.played_samples < end
+        return self._out.speaking
 
     def played(self, turn_id: int) -> PlaybackLedger | None:
         """What the current or last answer wrote to the sink (its samples and the text they
         speak), if that answer is turn ``turn_id``'s; None otherwise."""
-        kept = self._played
-        return kept[1] if kept is not None and kept[0] == turn_id else None
+        return self._out.played(turn_id)
 
     async def wait_turn(self, turn_id: int) -> None:
         """Until turn ``turn_id`` is answered, cancelled or dropped."""
@@ -193,7 +192,7 @@ class TurnLifecycle:
 
     def _begin_user_turn(self) -> int:
         self._ahead.drop("new utterance")
-        if self._answer is not None:
+        if self._out.answer is not None:
             self.interrupt("barge_in")
         tid = self.turns.next()
         self._user_turn = tid
@@ -260,14 +259,14 @@ class TurnLifecycle:
         finally:
             if self._ahead.pending_for(tid):  # not used
                 self._ahead.drop("turn not answered")
-            if self._answer is None or self._answer.turn_id != tid:
+            if self._out.answer is None or self._out.answer.turn_id != tid:
                 self._waits.end(tid)
 
     async def submit_text(self, text: str) -> int:
         """A typed user turn (``--text``, the server's conversation.item.create): same chain and
         TTS path as speech. Cancels an answer in progress. Returns the turn id."""
         self._ahead.drop("typed line")
-        if self._answer is not None:
+        if self._out.answer is not None:
             self.interrupt("new_turn")
         tid = self.turns.next()
         self._waits.open(tid)
@@ -290,104 +289,41 @@ class TurnLifecycle:
     def _new_answer(self, tid: int, text: str, timer: TurnTimer, *, held: bool = False) -> Answer:
         return Answer(tid, text, chain=self.chain, tts=self.tts, sink=self.sink, voice=self.settings.voice,
                       chunker=self.cfg.tts.chunker, queue_size=self.cfg.pipeline.queue_size, timer=timer,
-                      start=self._out_end, emit=self._emit, far=self.hearing.far, held=held)
+                      start=self._out.out_end, emit=self._emit, far=self.hearing.far, held=held)
 
     def _start_answer(self, tid: int, text: str, timer: TurnTimer) -> None:
         if self._release_ahead(tid, text, timer):
             return
         self._ahead.drop("the transcript changed")
-        if self._answer is not None:
+        if self._out.answer is not None:
             self.interrupt("new_turn")
-        self._make_current(self._new_answer(tid, text, timer))
-
-    def _make_current(self, answer: Answer, run: asyncio.Task[AnswerResult] | None = None) -> None:
-        self.turns.activate(answer.turn_id)
-        self._answer = answer
-        self._played = (answer.turn_id, answer.ledger)
-        self._answer_task = self._bg.spawn(self._answer_turn(answer, run), self._notify)
-
-    async def _run(self, answer: Answer) -> AnswerResult:
-        if self._commit_task is not None:  # the previous turn's memory first
-            await asyncio.shield(self._commit_task)
-        return await answer.run()
+        self._out.play(self._new_answer(tid, text, timer))
 
     # ------------------------------------------------------------------ preemptive answers
 
     def _may_answer_ahead(self) -> bool:
         self._ahead.drop("silence started again")
-        return (self._preemptive and not self.settings.manual and self._answer is None
+        return (self._preemptive and not self.settings.manual and self._out.answer is None
                 and can_hold(self.chain))
 
     def _release_ahead(self, tid: int, text: str, timer: TurnTimer) -> bool:
         """The turn is confirmed with ``text``: play the answer prepared ahead, if it is for it."""
-        held = self._ahead.take(tid, text, self.chain) if self._answer is None else None
+        held = self._ahead.take(tid, text, self.chain) if self._out.answer is None else None
         if held is None:
             return False
         answer, run = held
         self.chain.confirm(tid)  # memory first: the held stream's answer goes on into it
         answer.timer.adopt(timer)
-        self._make_current(answer, run)
+        self._out.play(answer, run)
         answer.release()
         log.debug("turn %d: the answer prepared ahead is released", tid)
         return True
-
-    # ------------------------------------------------------------------ answers
-
-    async def _answer_turn(self, answer: Answer, run: asyncio.Task[AnswerResult] | None = None) -> None:
-        """``run``: the held answer's task, already running (a preemptive answer released)."""
-        result = await (run if run is not None else self._run(answer))
-        if result.ended == "stopped":
-            return  # interrupt() ended the turn
-        if result.ended == "failed":
-            log.warning("turn %d failed: %s", result.turn_id, result.error,
-                        exc_info=log.isEnabledFor(logging.DEBUG))
-            self._emit(ev.Error(turn_id=result.turn_id, stage=result.stage, message=str(result.error)))
-            answer.timer.cancelled = True
-        if result.ended == "played" or result.llm_started:
-            commit_spoken(self.chain, result)
-        self._finish(answer)
-
-    def _finish(self, answer: Answer) -> None:
-        tid = answer.turn_id
-        answer.timer.mark("done", time.monotonic())
-        self.turns.deactivate(tid)
-        if self._answer is answer:
-            self._answer = None
-            self._out_end = answer.out_end
-        self._notify()
-        self._audible_until = time.monotonic() + self._echo_tail_s
-        self._emit(answer.timer.to_event())
-        self._set_status("listening", tid)
-        self._waits.end(tid)
 
     def interrupt(self, reason: str = "cancelled") -> str | None:
         """Stop the current answer now: clear the sink, cancel LLM and TTS, commit to memory only
         what was played. Returns that text (None when nothing was being answered)."""
         self._ahead.drop(reason)
-        answer, task = self._answer, self._answer_task
-        if answer is None:
-            return None
-        spoken = answer.stop()  # first: the output must stop at once
-        self._out_end = answer.out_end
-        self.hearing.output_cleared(answer.out_end)
-        self.turns.deactivate(answer.turn_id)
-        self._answer = self._answer_task = None
-        self._notify()
-        if task is not None:
-            task.cancel()
-        tid = answer.turn_id
-        if reason == "barge_in":
-            self._emit(ev.BargeIn(turn_id=tid, played_text=spoken))
-        self._emit(ev.TurnCancelled(turn_id=tid, reason=reason, spoken_text=spoken))
-        answer.timer.cancelled = True
-        answer.timer.mark("done", time.monotonic())
-        self._emit(answer.timer.to_event())
-        self._audible_until = 0.0
-        # commit once the LLM stream is closed (the chain records the full answer on close)
-        result = AnswerResult(tid, answer.generated, spoken, "stopped", llm_started=answer.llm_started)
-        self._commit_task = self._pending.spawn(commit_when_closed(self.chain, task, result, self._waits),
-                                                self._notify)
-        return spoken
+        return self._out.stop(reason)
 
     async def aclose(self, grace_s: float = 3.0) -> None:
         """Cancel everything in flight (answer, transcriptions)."""
@@ -397,23 +333,3 @@ class TurnLifecycle:
         self._waits.end_all()
         self._set_status("stopped", self.turns.last)
 
-
-def commit_spoken(chain: Chain, result: AnswerResult) -> None:
-    """Memory keeps what was heard (all of it in text-only mode)."""
-    try:
-        chain.commit_assistant(result.turn_id, result.spoken)
-    except Exception as err:
-        log.warning("memory commit for turn %d failed: %s", result.turn_id, err)
-
-
-async def commit_when_closed(chain: Chain, task: asyncio.Task[None] | None, result: AnswerResult,
-                             waits: TurnWaits) -> None:
-    """An interrupted answer's memory, once its LLM stream is closed (the chain records the full
-    answer on close); then its turn is over."""
-    try:
-        if task is not None:
-            await asyncio.wait([task], timeout=5.0)
-        if result.llm_started:
-            commit_spoken(chain, result)
-    finally:
-        waits.end(result.turn_id)
