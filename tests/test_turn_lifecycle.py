@@ -344,6 +344,53 @@ async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # t
     await asyncio.wait_for(run, 10)
 
 
+async def test_realtime_truncate_reads_the_answers_ledger(cfg) -> None:  # type: ignore[no-untyped-def]
+    """conversation.item.truncate maps onto the ledger the Answer booked (the second answer's
+    starts where the first one's audio ended in the sink's counter), via TurnLifecycle.played."""
+    from voice.server.metrics import ServerMetrics
+    from voice.server.session import RealtimeSession
+
+    cfg.tts.chunker.first_words = 0
+    ws, res, metrics = ScriptedConnection(), Resources(), ServerMetrics()
+    session = RealtimeSession(ws, res, cfg, metrics)  # type: ignore[arg-type]
+    run = asyncio.create_task(session.run())
+
+    def send(event: dict[str, Any]) -> None:
+        ws.inbox.put_nowait(json.dumps(event))
+
+    items = []
+    for n, text in enumerate(["first", "second"], 1):
+        send({"type": "conversation.item.create",
+              "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+        send({"type": "response.create"})
+        await until(lambda n=n: ws.types().count("voice.metrics") == n, limit_s=20)  # type: ignore[misc]
+        items.append([m for m in ws.sent if m["type"] == "response.output_audio.done"][-1]["item_id"])
+    chain = res.chains[0]
+    first, second = sorted(chain.committed)
+    assert chain.committed[second] == ANSWER
+    assert session.conv.played(first) is None  # one ledger kept: the last answer's
+    played = session.conv.played(second)
+    assert played is not None and played.start == 3 * 4 * 2400 and played.full_text() == ANSWER
+
+    async def reply(item_id: str, end_ms: int) -> dict[str, Any]:
+        before = len(ws.sent)
+        send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": end_ms})
+        await until(lambda: len(ws.sent) > before)
+        return ws.sent[before]
+
+    # 0.1 s a word: the second sentence starts at 400 ms, so 450 ms has begun it (it counts whole)
+    assert (await reply(items[1], 450))["type"] == "conversation.item.truncated"
+    assert chain.committed[second] == "One two three four. Five six seven eight."
+    assert (await reply(items[1], 1200))["type"] == "conversation.item.truncated"  # the whole item
+    assert chain.committed[second] == ANSWER
+    err = await reply(items[1], 1250)
+    assert err["type"] == "error" and err["error"]["param"] == "audio_end_ms"
+    err = await reply(items[0], 100)  # only the last assistant item can be cut
+    assert err["error"]["code"] == "item_truncate_invalid_item_id"
+    ws.inbox.put_nowait(None)
+    await asyncio.wait_for(run, 10)
+
+
 def test_hearing_wall_time_is_when_the_stream_time_was_heard(cfg) -> None:  # type: ignore[no-untyped-def]
     h = Hearing(cfg.pipeline, cfg.vad, endpointer=QuietEndpointer())  # type: ignore[arg-type]
     before = h.wall_time(0.5)  # nothing heard yet (a scripted event): now
