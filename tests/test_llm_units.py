@@ -10,7 +10,7 @@ from voice.config import to_toml
 from voice.errors import ConfigError
 from voice.llm.backends import PRESETS, resolve_endpoint, scrub
 from voice.llm.memory import ConversationMemory
-from voice.llm.prompt import SPEECH_SYSTEM_PROMPT, build_messages
+from voice.llm.prompt import CONTEXT_HEADER, SPEECH_SYSTEM_PROMPT, build_messages
 from voice.llm.tools import could_be_text_call, make_tools, parse_text_calls
 
 
@@ -120,7 +120,7 @@ def test_the_prompt_prefix_before_the_passages_is_the_same_for_every_question():
     b = build_messages(SPEECH_SYSTEM_PROMPT, [], "Q two?", [_T("Beta.", "/b.txt")])
     assert a[0] == b[0]
     common = os.path.commonprefix([a[-1]["content"], b[-1]["content"]])
-    assert common == "Context from my documents:\n\n["
+    assert common == CONTEXT_HEADER + "[" and CONTEXT_HEADER.endswith("Context from my documents:\n\n")
 
 
 def test_text_tool_calls_are_recognised():
