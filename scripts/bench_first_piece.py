@@ -89,8 +89,13 @@ async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--workdir", type=Path, help="keep (and reuse) the evaluation knowledge base here")
+    ap.add_argument("--settings", help="NAME:MIN_FIRST_CHARS:FIRST_WORDS,... (must include a 'default';"
+                    " default: " + ",".join(f"{n}:{c}:{w}" for n, c, w in SETTINGS) + ")")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
+    settings_list = SETTINGS
+    if args.settings:
+        settings_list = [(n, int(c), int(w)) for n, c, w in (x.split(":") for x in args.settings.split(","))]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from tests.helpers.rag import EVAL_DIR, answer_ok, eval_set, write_distractors
@@ -115,9 +120,9 @@ async def main() -> int:
     memory = getattr(stack.chain, "memory", None)
     load = [round(os.getloadavg()[0], 2)]
 
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in SETTINGS}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in settings_list}
     convs: dict[str, tuple[Conversation, GapSink, list[Any]]] = {}
-    for name, first_chars, first_words in SETTINGS:
+    for name, first_chars, first_words in settings_list:
         chunker = dataclasses.replace(cfg.tts.chunker, min_first_chars=first_chars, first_words=first_words)
         c_cfg = dataclasses.replace(cfg, tts=dataclasses.replace(cfg.tts, chunker=chunker))
         sink = GapSink(stack.tts.sample_rate)
@@ -131,7 +136,8 @@ async def main() -> int:
         conv.add_listener(keep)
         convs[name] = (conv, sink, seen)
     for i, item in enumerate(items):
-        order = SETTINGS[i % len(SETTINGS):] + SETTINGS[: i % len(SETTINGS)]
+        k = i % len(settings_list)
+        order = settings_list[k:] + settings_list[:k]
         for name, _, _ in order:
             conv, sink, seen = convs[name]
             if memory is not None:
@@ -155,7 +161,7 @@ async def main() -> int:
     await stack.aclose()
 
     settings: dict[str, Any] = {}
-    for name, first_chars, first_words in SETTINGS:
+    for name, first_chars, first_words in settings_list:
         rs = runs[name]
         settings[name] = {
             "min_first_chars": first_chars, "first_words": first_words,

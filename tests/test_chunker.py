@@ -9,10 +9,14 @@ import pytest
 from voice.config import ChunkerConfig
 from voice.tts.chunker import SpeechChunker, cap_length, clean_for_speech, split_sentences, utterances
 
+#: The shape these tests were written for (min_first_chars 20, first_words 8): they test the
+#: mechanism, not the defaults (test_the_default_first_piece covers those).
+SHAPE = ChunkerConfig(min_first_chars=20, first_words=8)
+
 
 def run(text: str, step: int | None = None, cfg: ChunkerConfig | None = None) -> tuple[list[str], list[str]]:
     """Feed ``text`` in slices of ``step`` characters; (pieces during feed, pieces at flush)."""
-    c = SpeechChunker(cfg)
+    c = SpeechChunker(cfg or SHAPE)
     fed: list[str] = []
     step = step or len(text) or 1
     for i in range(0, len(text), step):
@@ -103,7 +107,7 @@ def test_split_sentences() -> None:
 
 
 def test_first_piece_at_clause_boundary_before_sentence_ends() -> None:
-    c = SpeechChunker(ChunkerConfig(min_first_chars=20, min_chars=40, max_chars=300))
+    c = SpeechChunker(ChunkerConfig(min_first_chars=20, first_words=8, min_chars=40, max_chars=300))
     assert c.feed("Well, the answer to your question") == []  # "Well," is too short
     assert c.feed(", as far as I know, is") == ["Well, the answer to your question,"]
     out = c.feed(" forty two. That is what the book says about it. Short one.")
@@ -158,7 +162,7 @@ def test_max_chars_prefers_clause_boundary() -> None:
 
 
 def test_flush_resets_for_next_turn() -> None:
-    c = SpeechChunker()
+    c = SpeechChunker(SHAPE)
     c.feed("Hello there my friend,")
     assert c.flush() == ["Hello there my friend,"]
     assert c.feed("Hi, this is a new and different turn, ok") == ["Hi, this is a new and different turn,"]
@@ -218,7 +222,7 @@ def test_same_result_for_any_delta_size() -> None:
     assert whole[0] == "Getting started. Sure!"
     rng = random.Random(7)
     for _ in range(30):
-        c = SpeechChunker()
+        c = SpeechChunker(SHAPE)
         out: list[str] = []
         i = 0
         while i < len(md):
@@ -232,7 +236,7 @@ def test_same_result_for_any_delta_size() -> None:
 
 
 def test_empty_and_whitespace_deltas() -> None:
-    c = SpeechChunker()
+    c = SpeechChunker(SHAPE)
     assert c.feed("") == []
     assert c.feed("   ") == []
     assert c.feed("\n\n") == []
@@ -287,3 +291,10 @@ def test_response_cap_drops_the_rest_at_a_sentence_boundary(caplog: pytest.LogCa
     assert " ".join(pieces) == " ".join(sentences[: len(pieces)])  # whole sentences, in order
     assert [r.getMessage() for r in caplog.records if "max_response_chars = 200" in r.getMessage()]
     assert not c.truncated and c.feed("A new reply starts fresh. ") == ["A new reply starts fresh."]
+
+
+def test_the_default_first_piece_goes_at_a_clause_after_8_characters_or_after_5_words() -> None:
+    c = SpeechChunker()
+    assert c.feed("The colour printer is in the ") == ["The colour printer is in"]
+    c = SpeechChunker()
+    assert c.feed("In June, the ") == ["In June,"]

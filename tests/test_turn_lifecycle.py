@@ -81,6 +81,7 @@ class Asr:
 def conversation(cfg, *, realtime: bool = True):  # type: ignore[no-untyped-def]
     cfg.pipeline.headphones = True
     cfg.tts.chunker.first_words = 0
+    cfg.tts.chunker.min_first_chars = 20  # the piece layout these tests assert on
     chain, sink = Chain(), FileSink(None, SR, realtime=realtime)
     conv = Conversation(cfg, transcriber=Asr(), chain=chain, tts=Tts(), sink=sink,  # type: ignore[arg-type]
                         endpointer=QuietEndpointer())
@@ -236,6 +237,7 @@ def test_hearing_manual_buffer_is_bounded(cfg) -> None:  # type: ignore[no-untyp
 async def test_answer_returns_what_was_played_and_stops_on_demand(cfg) -> None:  # type: ignore[no-untyped-def]
     seen: list[ev.Event] = []
     cfg.tts.chunker.first_words = 0
+    cfg.tts.chunker.min_first_chars = 20  # the piece layout these tests assert on
 
     def make(sink: FileSink, tid: int) -> Answer:
         return Answer(tid, "q", chain=Chain(), tts=Tts(), sink=sink, voice=None, chunker=cfg.tts.chunker,  # type: ignore[arg-type]
@@ -310,6 +312,7 @@ async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # t
     from voice.server.session import RealtimeSession
 
     cfg.tts.chunker.first_words = 0
+    cfg.tts.chunker.min_first_chars = 20  # the piece layout these tests assert on
     ws, res, metrics = ScriptedConnection(), Resources(), ServerMetrics()
     session = RealtimeSession(ws, res, cfg, metrics)  # type: ignore[arg-type]
     run = asyncio.create_task(session.run())
@@ -351,6 +354,7 @@ async def test_realtime_truncate_reads_the_answers_ledger(cfg) -> None:  # type:
     from voice.server.session import RealtimeSession
 
     cfg.tts.chunker.first_words = 0
+    cfg.tts.chunker.min_first_chars = 20  # the piece layout these tests assert on
     ws, res, metrics = ScriptedConnection(), Resources(), ServerMetrics()
     session = RealtimeSession(ws, res, cfg, metrics)  # type: ignore[arg-type]
     run = asyncio.create_task(session.run())
