@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.helpers.bench import emit_json  # noqa: E402 - after the path
 
 #: (name, min_first_chars, first_words)
 SETTINGS = [("short", 8, 3), ("default", 20, 8), ("clause", 40, 0), ("long", 80, 0)]
@@ -180,10 +181,7 @@ async def main() -> int:
     out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_1m": load},
            "questions": len(items), "llm": cfg.llm.embedded.model, "tts": cfg.tts.piper.voice,
            "stall_threshold_ms": STALL_MS, "settings": settings}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")  # noqa: ASYNC240 - once, at exit
+    emit_json(out, args.out)
     return 0
 
 

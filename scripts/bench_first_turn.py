@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.helpers.bench import emit_json  # noqa: E402 - after the path
 
 QUESTIONS = [
     "What is a good name for a cat?",
@@ -97,10 +98,7 @@ async def main() -> int:
         load.append(round(os.getloadavg()[0], 2))
     out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_1m": load},
            "turns": args.turns, "delay_s": args.delay, "max_tokens": args.max_tokens, "modes": modes}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")  # noqa: ASYNC240 - once, at exit
+    emit_json(out, args.out)
     return 0
 
 

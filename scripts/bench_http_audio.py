@@ -21,7 +21,6 @@ import asyncio
 import csv
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers.bench import cpu_name  # noqa: E402 - after the path
+
 TEXTS = (
     "Turn on the lights in the kitchen, please.",
     "The weather tomorrow will be sunny with a light breeze from the west, and a high of twenty degrees.",
@@ -41,16 +42,6 @@ TEXTS = (
 
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_avg() -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -49,6 +48,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.helpers.bench import emit_json  # noqa: E402 - after the path
 
 DOC = """# The Kestrel Point lighthouse
 
@@ -269,10 +270,7 @@ async def main() -> int:
                 "voice_to_voice_s": stats([m.voice_to_voice_s for m in ok if m.voice_to_voice_s is not None]),
                 "first_token_s": stats([m.first_token_s for m in ok if m.first_token_s is not None]),
             } for mode, ms in by_mode.items()}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")  # noqa: ASYNC240 - once, at exit
+    emit_json(out, args.out)
     return 0
 
 

@@ -32,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers.bench import cpu_name  # noqa: E402 - after the path
+
 PARAGRAPH = (
     "The museum opens at nine in the morning and closes at six in the evening. "
     "Tickets can be bought at the entrance or online. "
@@ -44,16 +46,6 @@ REPLY = (
     "It stays open until ten tonight, so you have plenty of time. "
     "If you need anything urgent after that, the hospital on the hill has a night counter."
 )
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 async def _bench_engine(engine: Any, repeat: int) -> dict[str, Any]:
@@ -159,7 +151,7 @@ def main() -> int:
     from voice.errors import VoiceError
     from voice.tts.base import create_engine
 
-    machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
     for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
         cfg = load_config()
         cfg.tts.fallback_to_piper = False
