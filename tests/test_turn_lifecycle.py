@@ -307,18 +307,26 @@ class Resources:
         return self.chains[-1]
 
 
-async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # type: ignore[no-untyped-def]
+def scripted_session(cfg):  # type: ignore[no-untyped-def]
+    """A realtime session over a scripted connection with the stand-in chain and TTS:
+    (connection, session, its running task, send(event))."""
     from voice.server.metrics import ServerMetrics
     from voice.server.session import RealtimeSession
 
     cfg.tts.chunker.first_words = 0
     cfg.tts.chunker.min_first_chars = 20  # the piece layout these tests assert on
-    ws, res, metrics = ScriptedConnection(), Resources(), ServerMetrics()
-    session = RealtimeSession(ws, res, cfg, metrics)  # type: ignore[arg-type]
+    ws = ScriptedConnection()
+    session = RealtimeSession(ws, Resources(), cfg, ServerMetrics())  # type: ignore[arg-type]
     run = asyncio.create_task(session.run())
 
     def send(event: dict[str, Any]) -> None:
         ws.inbox.put_nowait(json.dumps(event))
+
+    return ws, session, run, send
+
+
+async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # type: ignore[no-untyped-def]
+    ws, session, run, send = scripted_session(cfg)
 
     send({"type": "conversation.item.create",
           "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "tell me"}]}})
@@ -331,14 +339,14 @@ async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # t
     assert done["id"] == rid and done["status"] == "cancelled"
     assert done["status_details"]["reason"] == "client_cancelled"
     # memory keeps what the client can have heard: not the whole answer
-    chain = res.chains[0]
+    chain = session.resources.chains[0]
     await until(lambda: bool(chain.committed))
     (spoken,) = chain.committed.values()
     assert len(spoken) < len(ANSWER)
     audio = b"".join(base64.b64decode(m["delta"]) for m in ws.sent if m["type"] == "response.output_audio.delta")
     assert 0 < len(audio) < 12 * 2400 * 2  # less than the whole answer (0.1 s a word at 24 kHz)
     await until(lambda: "voice.metrics" in ws.types())
-    assert metrics.turns["cancelled"] == 1
+    assert session.metrics.turns["cancelled"] == 1
     # a second response.cancel: nothing is in progress any more
     send({"type": "response.cancel"})
     await until(lambda: "error" in ws.types())
@@ -350,17 +358,7 @@ async def test_realtime_response_cancelled_by_response_cancel(cfg) -> None:  # t
 async def test_realtime_truncate_reads_the_answers_ledger(cfg) -> None:  # type: ignore[no-untyped-def]
     """conversation.item.truncate maps onto the ledger the Answer booked (the second answer's
     starts where the first one's audio ended in the sink's counter), via TurnLifecycle.played."""
-    from voice.server.metrics import ServerMetrics
-    from voice.server.session import RealtimeSession
-
-    cfg.tts.chunker.first_words = 0
-    cfg.tts.chunker.min_first_chars = 20  # the piece layout these tests assert on
-    ws, res, metrics = ScriptedConnection(), Resources(), ServerMetrics()
-    session = RealtimeSession(ws, res, cfg, metrics)  # type: ignore[arg-type]
-    run = asyncio.create_task(session.run())
-
-    def send(event: dict[str, Any]) -> None:
-        ws.inbox.put_nowait(json.dumps(event))
+    ws, session, run, send = scripted_session(cfg)
 
     items = []
     for n, text in enumerate(["first", "second"], 1):
@@ -369,7 +367,7 @@ async def test_realtime_truncate_reads_the_answers_ledger(cfg) -> None:  # type:
         send({"type": "response.create"})
         await until(lambda n=n: ws.types().count("voice.metrics") == n, limit_s=20)  # type: ignore[misc]
         items.append([m for m in ws.sent if m["type"] == "response.output_audio.done"][-1]["item_id"])
-    chain = res.chains[0]
+    chain = session.resources.chains[0]
     first, second = sorted(chain.committed)
     assert chain.committed[second] == ANSWER
     assert session.conv.played(first) is None  # one ledger kept: the last answer's
