@@ -47,6 +47,20 @@ def rss_mb(settle_s: float = 0.0) -> float:
     raise AssertionError("no VmRSS")
 
 
+def kernel_sockets(server_port: int, client_port: int) -> list[str]:
+    """TCP states (hex, as /proc/net/tcp writes them) of the server's sockets to ``client_port``.
+    A gracefully closed socket with unsent data stays here (FIN_WAIT1, 04) for minutes while a
+    client that never reads keeps its window shut; a reset one is gone at once."""
+    states = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(name) as fh:
+            for line in list(fh)[1:]:
+                local, remote, state = line.split()[1:4]
+                if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                    states.append(state)
+    return states
+
+
 def frame(payload: bytes, opcode: int = 0x1) -> bytes:
     """One masked client frame (RFC 6455 5.2)."""
     mask = os.urandom(4)
@@ -248,6 +262,7 @@ def test_never_reading_client_is_closed_and_freed(strict_server: RunningServer, 
         worker.join(timeout=30)
         assert not worker.is_alive(), "the flood was never cut off"
     reason = _check_deadline(conn, t0)
+    assert kernel_sockets(strict_server.port, client.port) == [], "the kernel still holds the aborted socket"
     assert client.is_dead()
     client.close()
     stop.set()
@@ -318,14 +333,15 @@ def test_sixteen_never_reading_clients_and_a_seventeenth(strict_server: RunningS
     for w in workers:
         w.join(timeout=30)
         assert not w.is_alive()
-    # the server side is authoritative (lost_at above); from the client side one of the 16
-    # sockets was once not yet seen reset within 0.2 s (open, 2026-12-01): counted, not asserted
+    # the server resets what it aborts: its kernel holds none of the 16, and each client sees
+    # the end (it was once not seen within 0.2 s while the kernel still trickled buffered data)
+    assert [kernel_sockets(strict_server.port, c.port) for c in clients] == [[]] * len(clients)
     dead = sum(c.is_dead() for c in clients)
     for c in clients:
         c.close()
     gc.collect()
     after = rss_mb(settle_s=1.0)
-    print(f"client sockets seen dead: {dead}/16")
+    assert dead == len(clients), f"client sockets seen dead: {dead}/{len(clients)}"
     print(f"17th session after {got_in_s:.1f} s, the 16 gone after {gone_s:.1f} s; reasons {sorted(set(reasons))}; rss {base:.0f} -> {after:.0f} MB")
     # The 50 MB bound of issue 10 is asserted for each attack alone (above) and across ten rounds
     # of them (below). Sixteen at once measured +14, +21, +21, +48 MB run alone (2026-12-01), and
@@ -608,11 +624,12 @@ def _all_freed(refs: list[weakref.ref[Any]], within: float = 15.0) -> bool:
 def test_ten_rounds_of_never_reading_clients_leave_nothing(strict_server: RunningServer) -> None:
     """The three attacks at once, ten times over: every connection is closed within its
     deadline each round, nothing of it stays alive, and memory after the last rounds is within
-    50 MB of the first."""
+    50 MB of the first (or, past that, flat over six more rounds)."""
     reasons: list[str] = []
     rss: list[float] = []
     leaked: list[int] = []
-    for i in range(10):
+
+    def attack_round(i: int) -> None:
         opened = time.monotonic()
         clients, workers = _three_attacks(strict_server)
         conns = _connections(strict_server)
@@ -620,7 +637,8 @@ def test_ten_rounds_of_never_reading_clients_leave_nothing(strict_server: Runnin
         for w in workers:
             w.join(timeout=30)
             assert not w.is_alive()
-        reasons += [_check_deadline(conns[c.port], opened) for c in clients]
+        reasons.extend(_check_deadline(conns[c.port], opened) for c in clients)
+        assert [kernel_sockets(strict_server.port, c.port) for c in clients] == [[]] * 3
         assert all(c.is_dead() for c in clients)
         for c in clients:
             c.close()
@@ -629,12 +647,23 @@ def test_ten_rounds_of_never_reading_clients_leave_nothing(strict_server: Runnin
         if not _all_freed(refs):
             leaked.append(i)
         rss.append(rss_mb(settle_s=0.5))
+
+    for i in range(10):
+        attack_round(i)
     r = asyncio.run(_normal_turn(strict_server))
     assert r["status"] == "completed" and r["audio"] > 0
     print(f"10 rounds: reasons {sorted(set(reasons))}; rss after each round {[round(x) for x in rss]} MB")
     assert reasons[1::3] == ["slow_client"] * 10  # pings: nothing read while the pongs are unread
     assert not leaked, f"connections of rounds {leaked} still alive"
     # A per-client leak grows every round; the allocator's one-off steps (a new worker thread's
-    # arena: +60 MB once in round 7 of a CI run, partly given back) do not. So the last three
-    # rounds' lowest figure is held to 50 MB over the first round.
-    assert min(rss[-3:]) - rss[0] < 50, rss
+    # arena: +60 MB once in round 7 of a CI run, +67 MB in a full local run, 2026-12-01) do not.
+    # So the last three rounds' lowest figure is held to 50 MB over the first round, and where a
+    # step broke that, six more rounds must stay flat: under 15 MB over the step's level (a leak
+    # of 3 MB a round or more adds that much).
+    if min(rss[-3:]) - rss[0] >= 50:
+        level = min(rss[-3:])
+        for i in range(10, 16):
+            attack_round(i)
+        print(f"six more rounds: rss {[round(x) for x in rss[10:]]} MB")
+        assert not leaked, f"connections of rounds {leaked} still alive"
+        assert min(rss[-3:]) - level < 15, rss

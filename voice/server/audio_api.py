@@ -41,6 +41,7 @@ from voice.server.openai_audio import (
     transcription_request,
 )
 from voice.server.resources import ServerResources
+from voice.server.tcp import reset
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class AudioApi:
     def abort_all(self) -> None:
         """Server shutdown: end every request under way now (streams included)."""
         for ex in list(self._exchanges):
-            ex.conn.transport.abort()
+            reset(ex.conn.transport)
 
     def names(self) -> Names:
         if self._names is None:

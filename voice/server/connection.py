@@ -5,8 +5,9 @@ websockets' ``send``, ``ping`` and ``close`` wait for the send buffer to drain b
 timeouts start, so a client that never reads held its connection, its session and the memory
 queued for it for as long as it liked. Here the transport's flow control is watched instead:
 while writing is paused (buffer above ``write_limit``) nothing is read from the client, and
-after ``send_timeout_s`` of it: close frame best-effort, then the TCP connection is aborted
-``close_timeout_s`` later. A write buffer past ``max_buffer``
+after ``send_timeout_s`` of it: close frame best-effort, then the TCP connection is reset
+``close_timeout_s`` later (:mod:`voice.server.tcp`: a plain close would leave the kernel
+trickling its buffered data to the client for minutes). A write buffer past ``max_buffer``
 (websockets answers every ping with a pong without waiting for the buffer, so a client sending
 pings and reading nothing grows it) is aborted at once.
 
@@ -29,6 +30,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from voice.server.http_exchange import Handler, HttpExchange, route
+from voice.server.tcp import reset, reset_on_close
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,7 @@ class VoiceConnection(ServerConnection):
                         self.transport.get_write_buffer_size())
             self.end_reason = self.end_reason or "write_buffer"
             self.close_started = self.close_started or self.loop.time()
-            self.transport.abort()
+            reset(self.transport)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         if self.exchange is not None:
@@ -188,9 +190,11 @@ class VoiceConnection(ServerConnection):
             log.info("aborting %s: it left an HTTP response unread for %.1f s", self.remote_address,
                      self.http_send_timeout_s)
             self.end_reason = self.end_reason or "slow_client"
-            self.transport.abort()
+            reset(self.transport)
             return
         log.info("closing %s: it read nothing for %.1f s", self.remote_address, self.send_timeout_s)
+        # whoever ends it (our abort, websockets' close timeout), what it left unread is dropped
+        reset_on_close(self.transport)
         self.close_now(1008, "client is not reading", "slow_client")
 
     def close_now(self, code: int, reason: str, why: str) -> None:
@@ -213,4 +217,4 @@ class VoiceConnection(ServerConnection):
     def _abort(self) -> None:
         self._abort_at = None
         if not self.connection_lost_waiter.done():
-            self.transport.abort()
+            reset(self.transport)

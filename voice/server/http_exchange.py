@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import h11
 
 from voice.server.openai_audio import ApiError
+from voice.server.tcp import reset
 
 if TYPE_CHECKING:
     from voice.server.connection import VoiceConnection
@@ -234,7 +235,7 @@ class HttpExchange:
         if self._closed or transport.is_closing():
             return
         if not self._response_done:
-            transport.abort()  # a response cut short cannot be told apart from a whole one otherwise
+            reset(transport)  # a response cut short cannot be told apart from a whole one otherwise
             return
         loop = asyncio.get_running_loop()
         # Half-close (the transport sends FIN once its buffer is out); the client reads to the end
