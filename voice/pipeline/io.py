@@ -3,9 +3,9 @@
 :class:`AudioSink` is what the conversation writes to: :class:`voice.audio.io.Speaker` fits it,
 so do :class:`FileSink` here and the WebSocket server's socket sink. A sink that can also say
 when playback reaches a sample (:class:`PlaybackProgress`: the Speaker from its device
-callback, FileSink from :class:`WallClock`) is awaited instead of polled. Sources are any
-async iterator of float32 16 kHz mono frames: a Microphone, :func:`array_frames` for a file, or
-a socket reader.
+callback, FileSink and the server's socket sink from :class:`WallClock`) is awaited instead of
+polled. Sources are any async iterator of float32 16 kHz mono frames: a Microphone,
+:func:`array_frames` for a file, or a socket reader.
 """
 
 from __future__ import annotations

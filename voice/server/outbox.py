@@ -143,14 +143,14 @@ class SocketSink:
         self.sample_rate = sample_rate
         self.encode = encode
         self._queued = 0  # samples handed to the outbox
-        # counts the samples written to the socket; not awaited through wait_played (polled): with
-        # it, a never-reading client's close was not seen by the client in
-        # test_never_reading_client_is_closed_and_freed[long_answer] (not understood yet)
-        self._clock = WallClock(sample_rate)
+        self._clock = WallClock(sample_rate)  # counts the samples written to the socket
 
     @property
     def played_samples(self) -> int:
         return self._clock.played
+
+    async def wait_played(self, samples: int) -> int:
+        return await self._clock.wait_played(samples)
 
     async def write(self, chunk: np.ndarray) -> None:
         pcm = float_to_pcm16(chunk)
