@@ -6,8 +6,8 @@ timeouts start, so a client that never reads held its connection, its session an
 queued for it for as long as it liked. Here the transport's flow control is watched instead:
 while writing is paused (buffer above ``write_limit``) nothing is read from the client, and
 after ``send_timeout_s`` of it: close frame best-effort, then the TCP connection is reset
-``close_timeout_s`` later (:mod:`voice.server.tcp`: a plain close would leave the kernel
-trickling its buffered data to the client for minutes). A write buffer past ``max_buffer``
+``close_timeout_s`` later (:mod:`voice.server.tcp`: a plain close leaves the kernel holding
+its buffered data for a client that never takes it). A write buffer past ``max_buffer``
 (websockets answers every ping with a pong without waiting for the buffer, so a client sending
 pings and reading nothing grows it) is aborted at once.
 

@@ -2,8 +2,9 @@
 
 A plain abort closes the socket gracefully: the kernel keeps what is in its send buffer (up to
 twice ``SO_SNDBUF``) and trickles it to a client that reads slowly or not at all, FIN last, for
-as long as that client keeps its window open a crack (minutes, in FIN_WAIT1). Linger 0 makes the
-close a reset: the data is dropped, the buffer freed and the client told now."""
+as long as that client keeps its window shut (FIN_WAIT1: 45 s and counting when measured).
+Linger 0 makes the close a reset: the data is dropped, the buffer freed and the client told
+now."""
 
 from __future__ import annotations
 
