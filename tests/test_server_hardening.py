@@ -282,6 +282,32 @@ def test_never_reading_client_is_closed_and_freed(strict_server: RunningServer, 
     assert after - base < 50, f"RSS {base:.0f} -> {after:.0f} MB"
 
 
+def test_keepalive_timeout_resets_a_silent_client(voice_server: RunningServer) -> None:
+    """A client that never reads and never pongs, with too little sent to stall the socket, is
+    ended by the keepalive (ping_interval_s + ping_timeout_s + close_timeout_s) with a reset:
+    the server's kernel keeps no FIN_WAIT socket for it and the client sees the end."""
+    cfg = copy.deepcopy(voice_server.server.cfg)
+    cfg.server.ping_interval_s = 1.0
+    cfg.server.ping_timeout_s = 1.0
+    cfg.server.close_timeout_s = CLOSE_TIMEOUT_S
+    running, shutdown = start_server(cfg, resources=voice_server.server.resources)
+    try:
+        client = RawClient(running.port)
+        conn = _connections(running)[client.port]
+        deadline = time.monotonic() + 20
+        while running.call(lambda: conn.lost_at) is None:
+            assert time.monotonic() < deadline, "the keepalive never ended it"
+            time.sleep(0.05)
+        assert conn.end_reason == "keepalive", conn.end_reason
+        assert conn.paused_at is None  # it was the keepalive, not a stalled socket
+        assert conn.lost_at - conn.started_at <= 2.0 + CLOSE_TIMEOUT_S + SLACK_S, conn.lost_at - conn.started_at
+        assert kernel_sockets(running.port, client.port) == [], "the kernel still holds the socket"
+        assert client.is_dead()
+        client.close()
+    finally:
+        shutdown()
+
+
 def test_sixteen_never_reading_clients_and_a_seventeenth(strict_server: RunningServer) -> None:
     """max_sessions = 16 held by never-reading clients (8 floods, 8 long answers): all are closed
     within the deadline and a 17th normal client gets a session and its answer."""

@@ -197,6 +197,14 @@ class VoiceConnection(ServerConnection):
         reset_on_close(self.transport)
         self.close_now(1008, "client is not reading", "slow_client")
 
+    def send_data(self) -> None:
+        sent = self.protocol.close_sent
+        if sent is not None and sent.reason == "keepalive ping timeout":
+            # websockets' keepalive gave up on the client: its end is a reset too, or the socket
+            # stays in FIN_WAIT (with whatever the client left unread) after the session is gone
+            reset_on_close(self.transport)
+        super().send_data()
+
     def close_now(self, code: int, reason: str, why: str) -> None:
         """Start the closing handshake without waiting for the send buffer: the close frame goes
         behind whatever is queued, and the TCP connection is aborted ``close_grace_s`` later
