@@ -34,6 +34,9 @@ from voice.server.tcp import reset, reset_on_close
 
 log = logging.getLogger(__name__)
 
+#: The reason websockets writes in the close frame when a keepalive ping got no pong.
+KEEPALIVE_CLOSE_REASON = "keepalive ping timeout"
+
 
 class VoiceConnection(ServerConnection):
     """Use :meth:`configured` to get a subclass with the limits for ``serve(create_connection=...)``."""
@@ -171,7 +174,7 @@ class VoiceConnection(ServerConnection):
         if self.exchange is not None:
             self.exchange.lost()
         sent = self.protocol.close_sent
-        if self.end_reason is None and sent is not None and sent.reason == "keepalive ping timeout":
+        if self.end_reason is None and sent is not None and sent.reason == KEEPALIVE_CLOSE_REASON:
             self.end_reason = "keepalive"  # websockets' own keepalive (its ping could be written)
         self._cancel_stall()
         if self._abort_at is not None:
@@ -199,7 +202,7 @@ class VoiceConnection(ServerConnection):
 
     def send_data(self) -> None:
         sent = self.protocol.close_sent
-        if sent is not None and sent.reason == "keepalive ping timeout":
+        if sent is not None and sent.reason == KEEPALIVE_CLOSE_REASON:
             # websockets' keepalive gave up on the client: its end is a reset too, or the socket
             # stays in FIN_WAIT (with whatever the client left unread) after the session is gone
             reset_on_close(self.transport)
